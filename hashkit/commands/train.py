@@ -1,0 +1,60 @@
+"""``hashkit train``: train a method, evaluate it, write checkpoint.pt and result.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from hashkit.commands.common import HelpFormatter, add_data_arguments, flag_name, namespace_config, per_method_defaults
+from hashkit.config import COMMON_FLAGS
+from hashkit.registry import METHODS
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a hashing method and evaluate it",
+        formatter_class=HelpFormatter,
+        description="Train a deep hashing method, evaluate it, and write OUT/checkpoint.pt and OUT/result.json.\n"
+        "Flags whose default is None take the method's seed default (listed in their help).",
+    )
+    parser.add_argument("--method", required=True, help=f"hashing method: {', '.join(METHODS.names())}")
+    parser.add_argument("--code-length", type=int, default=32, help="bits per code")
+    parser.add_argument("--out", default=None, help="run folder (default: runs/<method>-<dataset>-<bits>bits-seed<seed>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    parser.add_argument("--gpu", type=int, default=None, help="train on cuda:N (default: CPU)")
+    add_data_arguments(parser)
+    group = parser.add_argument_group("training")
+    for key, flag in COMMON_FLAGS.items():
+        if flag.type is bool:
+            group.add_argument(flag_name(key), action=argparse.BooleanOptionalAction, default=flag.default, help=flag.help)
+            continue
+        per_method = per_method_defaults(key) if flag.default is None else ""
+        group.add_argument(
+            flag_name(key), type=flag.type, default=flag.default, choices=flag.choices,
+            help=flag.help + (f" (per method: {per_method})" if per_method else ""),
+        )
+    seen: set[str] = set()
+    for name in METHODS.names():
+        method_cls = METHODS.get(name)
+        new = {k: v for k, v in method_cls.hyperparameters.items() if k not in seen}
+        if not new:
+            continue
+        mgroup = parser.add_argument_group(f"{name} hyper-parameters", method_cls.paper)
+        for key, spec in new.items():
+            seen.add(key)
+            users = [m for m in METHODS.names() if key in METHODS.get(m).hyperparameters]
+            defaults = "; ".join(f"{m} {METHODS.get(m).hyperparameters[key].default}" for m in users)
+            mgroup.add_argument(
+                flag_name(key), *[flag_name(a) for a in spec.aliases], dest=key, type=spec.type, default=None,
+                help=f"{spec.help} (per method: {defaults})",
+            )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from hashkit.run import train
+
+    result = train(namespace_config(args))
+    print(json.dumps({"map": result["map"], "best_map": result["best_map"], "out": result["config"]["out"]}))
+    return 0

