@@ -10,7 +10,7 @@ A method is one file in ``methods/`` holding a subclass of :class:`HashingMethod
             outputs = model(batch.inputs)            # real-valued u, (b, code_length)
             losses = method.training_step(outputs, batch)   # named terms; the Trainer sums them
         method.on_epoch_end(epoch)                   # e.g. ADSH/DIHN update their database codes here
-    method.database_codes()                          # codes the method learned directly (ADSH, DIHN)
+    method.database_codes(splits, encode)            # codes the method learned directly (ADSH, DIHN)
 
 ``state_dict``/``load_state_dict`` carry the method's own state (memories, learned codes) in checkpoints.
 """
@@ -50,7 +50,8 @@ class TrainingData:
     num_items: int
     labels: torch.Tensor | None  # (n, classes) float on the method's device; None for unsupervised methods
     pretrained_features: Callable[[], torch.Tensor] | None = None
-    extra: dict[str, Any] | None = None  # protocol-specific data (e.g. DIHN's original database codes)
+    splits: Any = None  # the DatasetSplits (protocol-specific parts live in splits.extra)
+    init_checkpoint: dict[str, Any] | None = None  # the checkpoint given with --from (DIHN starts from ADSH's)
 
 
 class HashingMethod:
@@ -87,8 +88,10 @@ class HashingMethod:
     def on_epoch_end(self, epoch: int) -> None:
         """Called after each epoch's last step (alternating schemes update codes here)."""
 
-    def database_codes(self) -> torch.Tensor | None:
-        """±1 codes the method learned for the database directly (ADSH, DIHN); None = encode images."""
+    def database_codes(self, splits: Any, encode: Callable[[Any], torch.Tensor]) -> torch.Tensor | None:
+        """±1 database codes when the method learns them directly (ADSH, DIHN), else None (the database
+        images are encoded by the network). ``encode(collection)`` returns ±1 codes of any ImageCollection,
+        for methods that learned codes for only part of ``splits.database``."""
         return None
 
     def state_dict(self) -> dict[str, Any]:

@@ -65,9 +65,16 @@ class ImagePipeline:
         """The network's real-valued outputs for a training batch's inputs."""
         return self.model(inputs)
 
-    @torch.no_grad()
     def encode(self, images: ImageCollection, desc: str = "encode") -> torch.Tensor:
         """Real-valued outputs (n, code_length) for ``images`` in order, on the CPU (eval mode)."""
+        return self._run(images, self.model, self.model.code_length, desc)
+
+    def features(self, images: ImageCollection, desc: str = "features") -> torch.Tensor:
+        """The backbone's features (n, feature_dim) for ``images`` (before the hash layer; eval mode)."""
+        return self._run(images, self.model.backbone, self.model.backbone.feature_dim, desc)
+
+    @torch.no_grad()
+    def _run(self, images: ImageCollection, network: torch.nn.Module, width: int, desc: str) -> torch.Tensor:
         was_training = self.model.training
         self.model.eval()
         loader = DataLoader(
@@ -76,9 +83,7 @@ class ImagePipeline:
         outputs = []
         with tqdm(total=len(images), desc=desc, unit="img", leave=False, dynamic_ncols=True) as bar:
             for batch, _, _ in loader:
-                outputs.append(self.model(self._to_device(batch)).float().cpu())
+                outputs.append(network(self._to_device(batch)).float().cpu())
                 bar.update(len(batch))
         self.model.train(was_training)
-        if not outputs:
-            return torch.zeros(0, self.model.code_length)
-        return torch.cat(outputs)
+        return torch.cat(outputs) if outputs else torch.zeros(0, width)

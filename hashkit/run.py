@@ -50,7 +50,13 @@ def build_method(config: dict[str, Any], device: torch.device) -> HashingMethod:
     return method_cls(int(config["code_length"]), method_hparams(config), device)
 
 
-def training_data(method: HashingMethod, splits: DatasetSplits, pipeline: Any, device: torch.device) -> TrainingData:
+def training_data(
+    method: HashingMethod,
+    splits: DatasetSplits,
+    pipeline: Any,
+    device: torch.device,
+    init_checkpoint: dict[str, Any] | None = None,
+) -> TrainingData:
     """What ``method.setup`` sees: labels only for supervised methods (SSDH never gets them)."""
     train_set = getattr(splits, method.training_split)
     labels = torch.from_numpy(train_set.labels).float().to(device) if method.supervised else None
@@ -59,7 +65,8 @@ def training_data(method: HashingMethod, splits: DatasetSplits, pipeline: Any, d
         num_items=len(train_set),
         labels=labels,
         pretrained_features=(lambda: features(train_set)) if features else None,
-        extra={"splits": splits},
+        splits=splits,
+        init_checkpoint=init_checkpoint,
     )
 
 
@@ -78,16 +85,33 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
     seed_everything(int(config["seed"]))
     splits = build_splits(config)
     logger.info(f"{splits.name}: {splits.protocol}")
+    init_checkpoint = _init_checkpoint(config)
     model = build_model(config["arch"], int(config["code_length"]), bool(config["pretrained"]), config.get("weights"))
+    if init_checkpoint is not None:
+        model.load_state_dict(init_checkpoint["model"])
     model.to(device)
     pipeline = build_pipeline(config, model, device)
     method = build_method(config, device)
-    method.setup(training_data(method, splits, pipeline, device))
+    method.setup(training_data(method, splits, pipeline, device, init_checkpoint))
     trainer = Trainer(config, splits, model, method, pipeline, out_dir, device)
     started = time.perf_counter()
     result = trainer.fit()
     logger.info(f"finished in {time.perf_counter() - started:.1f}s: mAP {result['map']:.4f} → {out_dir}")
     return result
+
+
+def _init_checkpoint(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint named by ``--from`` (network weights to start from), checked for compatibility."""
+    if not config.get("init_from"):
+        return None
+    checkpoint = load_checkpoint(config["init_from"])
+    for key in ("arch", "code_length"):
+        if str(checkpoint[key]) != str(config[key]):
+            raise HashkitError(
+                f"--from {config['init_from']} has {key} {checkpoint[key]} but this run uses {config[key]}; "
+                f"pass --{key.replace('_', '-')} {checkpoint[key]}"
+            )
+    return checkpoint
 
 
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:

@@ -195,10 +195,13 @@ def evaluate_run(
     from hashkit.config import parse_metrics
 
     started = time.perf_counter()
-    query_codes = binarize(pipeline.encode(splits.query, desc="encode query"))
-    database_codes = method.database_codes()
+    def encode(images: Any, desc: str = "encode database") -> torch.Tensor:
+        return binarize(pipeline.encode(images, desc=desc))
+
+    query_codes = encode(splits.query, desc="encode query")
+    database_codes = method.database_codes(splits, encode)
     if database_codes is None:
-        database_codes = binarize(pipeline.encode(splits.database, desc="encode database"))
+        database_codes = encode(splits.database)
     encoded = time.perf_counter()
     topk = config.get("topk") or splits.default_topk
     metrics = evaluate_codes(
@@ -210,6 +213,13 @@ def evaluate_run(
         topk=topk,
         device=device,
     )
+    # Protocols may name groups of queries (e.g. incremental: seen vs new classes) to report separately.
+    for group, mask in splits.extra.get("query_groups", {}).items():
+        mask = torch.as_tensor(mask, dtype=torch.bool)
+        metrics.setdefault("map_by_group", {})[group] = evaluate_codes(
+            query_codes[mask], database_codes, splits.query.labels[mask.numpy()], splits.database.labels,
+            metrics=["map"], topk=topk, device=device,
+        )["map"]
     metrics.update({"topk": topk, "num_query": len(splits.query), "num_database": len(database_codes)})
     return metrics, {"encode_s": encoded - started, "eval_s": time.perf_counter() - encoded}
 

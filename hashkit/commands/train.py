@@ -23,6 +23,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--out", default=None, help="run folder (default: runs/<method>-<dataset>-<bits>bits-seed<seed>)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     parser.add_argument("--gpu", type=int, default=None, help="train on cuda:N (default: CPU)")
+    parser.add_argument(
+        "--from", dest="init_from", default=None, metavar="CHECKPOINT",
+        help="start from this checkpoint's network (and, for DIHN, the ADSH database codes it holds)",
+    )
     add_data_arguments(parser)
     group = parser.add_argument_group("training")
     for key, flag in COMMON_FLAGS.items():
