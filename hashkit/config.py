@@ -40,6 +40,10 @@ COMMON_FLAGS: dict[str, Flag] = {
     "topk": Flag(None, "mAP@k cut-off; 0 or absent = the dataset's default (CIFAR-10: ALL)", int),
     "metrics": Flag("map", "comma-separated metrics to compute: map, precision_radius, pr_curve, precision_at"),
     "num_workers": Flag(0, "DataLoader worker processes decoding images", int),
+    "train_from": Flag(None, "fine-tune only the backbone stages from STAGE on (e.g. block11), on activations of the frozen stages before it computed once and cached on disk (--cache-dir); absent or 0 = full fine-tuning"),
+    "freeze_backbone": Flag(False, "train only the hash layer on backbone features computed once and cached on disk (= --train-from after the last stage)", bool),
+    "cached_flip": Flag(True, "with --train-from/--freeze-backbone: flip cached activations horizontally at random (augmentation)", bool),
+    "cpu_recipe": Flag(False, "preset for a 2-core CPU: efficientnet_lite0 at 128 px, --train-from block11, 32 epochs, Adam lr 5e-4 cosine, hash layer lr 1e-3, batch 64; flags you set win", bool),
 }
 
 GLOBAL_DEFAULTS: dict[str, Any] = {
@@ -66,6 +70,10 @@ def resolve_config(given: dict[str, Any]) -> dict[str, Any]:
     for name, spec in method_cls.hyperparameters.items():
         if config.get(name) is None:
             config[name] = spec.default
+    others = {n for m in METHODS.names() for n in METHODS.get(m).hyperparameters} - set(method_cls.hyperparameters)
+    for name in others:  # other methods' flags the user left unset
+        if config.get(name) is None:
+            config.pop(name, None)
     return config
 
 
