@@ -1,0 +1,115 @@
+"""The Python API for retrieval with trained codes: ``hashkit.load(checkpoint).encode(images)``.
+
+    import hashkit
+    from hashkit.index import Index
+
+    model = hashkit.load("runs/dpsh/checkpoint.pt")          # any method's checkpoint
+    index = Index.create("photos.hkx", model.code_length, model.identity)
+    index.add(model.encode(paths), ids=paths)                 # ±1 codes, (n, bits)
+    D, I = index.search(model.encode(["query.jpg"]), k=10)    # Hamming distances, positions
+    print(index.ids(I))
+
+A Hasher encodes with the checkpoint's own backbone, input size and normalisation (the evaluation
+transform); its ``identity`` names the method, backbone, code length and a sha256 of the weights, so
+an index refuses queries encoded by another model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from hashkit.checkpoint import load_checkpoint
+from hashkit.data.base import ImageCollection, ImageDataset, load_rgb
+from hashkit.device import resolve_device
+from hashkit.model import binarize, build_model
+from hashkit.transforms import build_transform
+
+ImageLike = str | os.PathLike | Image.Image
+
+
+class Hasher:
+    """A trained hashing network in evaluation mode, ready to turn images into ±1 codes."""
+
+    def __init__(self, model: torch.nn.Module, config: dict[str, Any], identity: dict[str, Any], device: torch.device) -> None:
+        self.model = model.eval().to(device)
+        self.config = config
+        self.identity = identity
+        self.device = device
+        self.transform = build_transform(model.backbone.input_spec, int(config["image_size"]), train=False)
+
+    @property
+    def code_length(self) -> int:
+        return int(self.config["code_length"])
+
+    @torch.no_grad()
+    def encode(self, images: Sequence[ImageLike] | ImageCollection, batch_size: int = 64, num_workers: int = 0,
+               progress: bool = True) -> np.ndarray:
+        """±1 int8 codes (n, code_length) for image paths, PIL images, or an ImageCollection."""
+        collection = images if isinstance(images, ImageCollection) else _as_collection(images)
+        loader = DataLoader(ImageDataset(collection, self.transform), batch_size=batch_size, num_workers=num_workers)
+        codes = []
+        with tqdm(total=len(collection), desc="encode", unit="img", leave=False, disable=not progress) as bar:
+            for batch, _, _ in loader:
+                codes.append(binarize(self.model(batch.to(self.device))).to(torch.int8).cpu())
+                bar.update(len(batch))
+        if not codes:
+            return np.zeros((0, self.code_length), dtype=np.int8)
+        return torch.cat(codes).numpy()
+
+
+def load(checkpoint: str | os.PathLike, device: str | torch.device | None = None, gpu: int | None = None) -> Hasher:
+    """Rebuild the network of a hashkit checkpoint (safe load) for encoding images."""
+    data = load_checkpoint(checkpoint)
+    config = dict(data["config"])
+    model = build_model(config["arch"], int(config["code_length"]), pretrained=False)
+    model.load_state_dict(data["model"])
+    target = torch.device(device) if device is not None else resolve_device(gpu)
+    return Hasher(model, config, model_identity(data), target)
+
+
+def model_identity(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """What makes codes comparable: method, backbone, code length and a digest of the weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(checkpoint["model"].items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return {
+        "method": checkpoint["method"],
+        "arch": checkpoint["arch"],
+        "code_length": int(checkpoint["code_length"]),
+        "image_size": int(checkpoint["config"]["image_size"]),
+        "weights_sha256": digest.hexdigest(),
+    }
+
+
+class _PILCollection(ImageCollection):
+    """An ImageCollection over PIL images already in memory (for ``Hasher.encode``)."""
+
+    def __init__(self, images: list[Image.Image]) -> None:
+        self._images = images
+        super().__init__(labels=np.zeros((len(images), 1), np.uint8), paths=[f"<image {i}>" for i in range(len(images))],
+                         source="images")
+
+    def load(self, index: int) -> Image.Image:
+        image = self._images[index]
+        return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _as_collection(images: Sequence[ImageLike]) -> ImageCollection:
+    items = list(images)
+    if all(isinstance(x, Image.Image) for x in items):
+        return _PILCollection(items)  # type: ignore[arg-type]
+    paths = [str(x) for x in items]
+    for path in paths:
+        if not Path(path).is_file():
+            load_rgb(path)  # raises the one-line "does not exist" error
+    return ImageCollection(np.zeros((len(paths), 1), np.uint8), paths=paths, source="images")

@@ -1,0 +1,99 @@
+"""``hashkit encode``: encode a collection of images into an on-disk index (create or append)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from loguru import logger
+
+from hashkit.commands.common import HelpFormatter
+from hashkit.errors import HashkitError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".gif", ".tif", ".tiff"}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "encode",
+        help="encode images into a searchable index with a trained checkpoint",
+        formatter_class=HelpFormatter,
+        description="Encode a folder tree, a list file, or the checkpoint's dataset database into an index\n"
+        "folder (bit-packed codes + item ids + the model's identity). An existing index is appended to\n"
+        "(atomically: a killed append leaves it as it was); a model that differs from the index's is refused.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="checkpoint.pt written by hashkit train")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", help="a folder (searched recursively for images) or a list file (first column: image path)")
+    source.add_argument("--database", action="store_true", help="the database split of the checkpoint's dataset")
+    parser.add_argument("--root", default=None, help="with --database: where the dataset lives (default: the checkpoint's); "
+                        "with a list file: the folder its relative paths start from (default: the list's folder)")
+    parser.add_argument("--out", required=True, help="index folder to create or append to")
+    parser.add_argument("--batch-size", type=int, default=128, help="encoding batch size")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes decoding images")
+    parser.add_argument("--gpu", type=int, default=None, help="encode on cuda:N (default: CPU)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from hashkit.api import load
+    from hashkit.index import Index
+
+    hasher = load(args.checkpoint, gpu=args.gpu)
+    if args.database:
+        from hashkit.run import build_splits
+
+        config = dict(hasher.config)
+        if args.root:
+            config["root"] = args.root
+        database = build_splits(config).database
+        ids = [database.item_id(i) for i in range(len(database))]
+        images = database
+    else:
+        paths, ids = collect_images(Path(args.images), Path(args.root) if args.root else None)
+        images = paths
+    index_path = Path(args.out)
+    if (index_path / "manifest.json").exists():
+        index = Index.open(index_path)
+        index.check_compatible(hasher.identity)
+    else:
+        index = Index.create(index_path, hasher.code_length, hasher.identity)
+    before = len(index)
+    codes = hasher.encode(images, batch_size=args.batch_size, num_workers=args.num_workers)
+    index.add(codes, ids)
+    logger.info(f"added {len(ids)} items to {index_path} ({before} → {len(index)})")
+    print(json.dumps({"index": str(index_path), "added": len(ids), "count": len(index), "bits": index.bits}))
+    return 0
+
+
+def collect_images(source: Path, root: Path | None = None) -> tuple[list[str], list[str]]:
+    """(paths to read, ids to store) for a folder tree (ids relative to it) or a list file."""
+    if source.is_dir():
+        paths = sorted(
+            str(Path(dirpath) / name)
+            for dirpath, _, names in os.walk(source)
+            for name in names
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not paths:
+            raise HashkitError(f"--images {source} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return paths, [Path(p).relative_to(source).as_posix() for p in paths]
+    if source.is_file():
+        base = root or source.parent
+        ids = []
+        for number, line in enumerate(source.read_text().splitlines(), start=1):
+            if line.strip():
+                ids.append(line.split()[0])
+        if not ids:
+            raise HashkitError(f"list file {source} is empty; put one image path per line")
+        paths = [str(Path(i) if Path(i).is_absolute() else base / i) for i in ids]
+        missing = [(n, p) for n, p in enumerate(paths, start=1) if not Path(p).is_file()]
+        if missing:
+            n, p = missing[0]
+            raise HashkitError(
+                f"{source} entry {n}: image {p} does not exist ({len(missing)} missing); fix the list or pass --root"
+            )
+        return paths, ids
+    raise HashkitError(f"--images {source} does not exist; pass a folder of images or a list file")

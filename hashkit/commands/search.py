@@ -1,0 +1,63 @@
+"""``hashkit search``: the k nearest items (or all within a radius) of query images in an index."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from hashkit.commands.common import HelpFormatter
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "search",
+        help="search an index with query images",
+        formatter_class=HelpFormatter,
+        description="Encode query images with the checkpoint and return, per query, the k nearest index items\n"
+        "by Hamming distance (ties in insertion order), or every item within --radius.",
+    )
+    parser.add_argument("--index", required=True, help="index folder written by hashkit encode")
+    parser.add_argument("--checkpoint", required=True, help="the checkpoint the index was encoded with")
+    parser.add_argument("--query", required=True, nargs="+", help="query image file(s)")
+    parser.add_argument("--k", type=int, default=10, help="number of neighbours per query")
+    parser.add_argument("--radius", type=int, default=None, help="return every item within this Hamming radius instead of the k nearest")
+    parser.add_argument("--backend", default="native", choices=("native", "torch", "faiss", "faiss-hash"),
+                        help="search engine (faiss backends need faiss-cpu; faiss-hash: radius search only)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--gpu", type=int, default=None, help="encode (and, with --backend torch, search) on cuda:N")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from hashkit.api import load
+    from hashkit.index import Index
+
+    index = Index.open(args.index)
+    hasher = load(args.checkpoint, gpu=args.gpu)
+    index.check_compatible(hasher.identity)
+    codes = hasher.encode(args.query, progress=False)
+    device = hasher.device if args.backend == "torch" else None
+    if args.radius is not None:
+        hits = index.range_search(codes, args.radius, backend=args.backend, device=device)
+    else:
+        D, I = index.search(codes, args.k, backend=args.backend, device=device)
+        hits = [(d[i >= 0], i[i >= 0]) for d, i in zip(D, I)]
+    results = [
+        {
+            "query": query,
+            "results": [
+                {"rank": rank, "id": index.ids(int(pos)), "distance": int(dist), "position": int(pos)}
+                for rank, (dist, pos) in enumerate(zip(d, i), start=1)
+            ],
+        }
+        for query, (d, i) in zip(args.query, hits)
+    ]
+    if args.json:
+        print(json.dumps({"index": args.index, "k": None if args.radius is not None else args.k,
+                          "radius": args.radius, "queries": results}))
+        return 0
+    for entry in results:
+        print(f"# {entry['query']}  ({len(entry['results'])} results)")
+        for hit in entry["results"]:
+            print(f"{hit['rank']:>4}  {hit['distance']:>3}  {hit['id']}")
+    return 0
