@@ -1,0 +1,421 @@
+"""hashkit.evaluate and hashkit.hamming against slow, obvious references written here.
+
+The references rank with Python's sorted() on (distance, index), count differing bits one by one and
+loop over queries, so they share nothing with the implementation but the definitions in the
+hashkit.evaluate module docstring.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import hashkit.evaluate as ev
+from hashkit.errors import HashkitError
+from hashkit.hamming import (
+    _popcount_words,
+    hamming_distance,
+    hamming_distance_packed,
+    pack_bits,
+    packed_to_words,
+    to_pm1,
+    unpack_bits,
+)
+
+# ------------------------------------------------------------------------------------------------
+# slow references
+
+
+def _bits(code) -> list[int]:
+    """A code as a list of 0/1 ints (set bit = +1 or 1)."""
+    return [1 if float(v) > 0 else 0 for v in np.asarray(code, dtype=np.float64)]
+
+
+def _relevant(ql, dl) -> bool:
+    return any(float(a) > 0 and float(b) > 0 for a, b in zip(ql, dl))
+
+
+def _ranking(qcode, db):
+    """Database indices in (Hamming distance, index) order, plus the distances."""
+    q = _bits(qcode)
+    dist = [sum(a != b for a, b in zip(q, _bits(row))) for row in db]
+    return sorted(range(len(db)), key=lambda j: (dist[j], j)), dist
+
+
+def ref_stats(Q, D, QL, DL, k):
+    """Per query: (AP@k, list of (distance, relevant) pairs, rank-ordered relevance flags)."""
+    out = []
+    for qi in range(len(Q)):
+        order, dist = _ranking(Q[qi], D)
+        rel = [_relevant(QL[qi], DL[j]) for j in range(len(D))]
+        flags = [rel[j] for j in order]
+        hits, precs = 0, []
+        for p, f in enumerate(flags[:k], start=1):
+            if f:
+                hits += 1
+                precs.append(hits / p)
+        ap = sum(precs) / len(precs) if precs else 0.0
+        out.append((ap, dist, rel, flags))
+    return out
+
+
+def ref_map(Q, D, QL, DL, topk=None):
+    k = len(D) if topk is None else topk
+    stats = ref_stats(Q, D, QL, DL, k)
+    return sum(s[0] for s in stats) / len(stats)
+
+
+def ref_pr(Q, D, QL, DL, bits):
+    """Mean precision and recall within radius r = 0..bits."""
+    P, R = np.zeros(bits + 1), np.zeros(bits + 1)
+    for _, dist, rel, _ in ref_stats(Q, D, QL, DL, 0):
+        total_rel = sum(rel)
+        for r in range(bits + 1):
+            got = [j for j in range(len(D)) if dist[j] <= r]
+            good = sum(rel[j] for j in got)
+            P[r] += good / len(got) if got else 0.0
+            R[r] += good / total_rel if total_rel else 0.0
+    return P / len(Q), R / len(Q)
+
+
+def ref_p_at(Q, D, QL, DL, ns):
+    res = {}
+    stats = ref_stats(Q, D, QL, DL, 0)
+    for n in ns:
+        m = min(n, len(D))
+        res[n] = sum(sum(s[3][:m]) / m for s in stats) / len(stats)
+    return res
+
+
+# ------------------------------------------------------------------------------------------------
+# random cases
+
+
+def _labels(rng, n, classes, multi):
+    if multi:
+        lab = (rng.random((n, classes)) < 0.3).astype(np.int64)
+        lab[rng.random(n) < 0.15] = 0  # some items/queries with no label at all
+        return lab
+    return np.eye(classes, dtype=np.int64)[rng.integers(0, classes, n)]
+
+
+def _case(seed):
+    """A small random problem with ties everywhere (few bits) or none (many bits)."""
+    rng = np.random.default_rng(seed)
+    bits = [1, 2, 3, 4, 4, 8, 13, 64, 65, 130][seed % 10]
+    nq, nd = int(rng.integers(1, 9)), int(rng.integers(1, 45))
+    classes = int(rng.integers(1, 6))
+    multi = bool(seed % 3 == 0)
+    Q = rng.choice([-1, 1], size=(nq, bits))
+    D = rng.choice([-1, 1], size=(nd, bits))
+    if nd > 3:  # plant duplicates of the query codes in the database
+        D[rng.integers(0, nd, min(nq, nd))] = Q[: min(nq, nd)]
+    QL, DL = _labels(rng, nq, classes, multi), _labels(rng, nd, classes, multi)
+    if not multi and classes > 1 and seed % 4 == 1:
+        DL[DL[:, 0] == 1] = np.eye(classes, dtype=np.int64)[1]  # class 0 absent from the database
+    return rng, bits, Q, D, QL, DL
+
+
+def _encode(rng, Q, D, QL, DL, seed):
+    """The same problem in different input flavours: ±1 / 0/1, float / int / bool, numpy / torch."""
+    flavour = seed % 5
+    if flavour == 0:
+        return Q.astype(np.float32), D.astype(np.float64), QL.astype(np.float32), DL
+    if flavour == 1:
+        return (Q > 0).astype(np.int64), (D > 0).astype(np.uint8), QL.astype(bool), DL.astype(bool)
+    if flavour == 2:
+        return torch.tensor(Q, dtype=torch.float32), torch.tensor(D), torch.tensor(QL), torch.tensor(DL)
+    if flavour == 3:
+        return torch.tensor(Q > 0), torch.tensor((D > 0).astype(np.float32)), QL, torch.tensor(DL).float()
+    return Q.astype(np.int8), torch.tensor(D, dtype=torch.int8), QL, DL.astype(np.float64)
+
+
+@pytest.fixture(params=["numpy", "torch"])
+def backend(request, monkeypatch):
+    """Run a test on the numpy CPU path and on the device-generic torch path (what CUDA uses)."""
+    monkeypatch.setattr(ev, "_CPU_BACKEND", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_cases_match_reference(seed, backend):
+    rng, bits, Q, D, QL, DL = _case(seed)
+    q, d, ql, dl = _encode(rng, Q, D, QL, DL, seed)
+    nd = len(D)
+    chunk = [None, 1, 3, 7][seed % 4]
+    for topk in sorted({None, 1, max(1, nd // 3), nd, nd + 5}, key=lambda x: -1 if x is None else x):
+        got = ev.mean_average_precision(q, d, ql, dl, topk=topk, chunk_size=chunk)
+        assert got == pytest.approx(ref_map(Q, D, QL, DL, topk), abs=1e-12), topk
+    P, R = ref_pr(Q, D, QL, DL, bits)
+    p, r = ev.pr_curve(q, d, ql, dl, chunk_size=chunk)
+    np.testing.assert_allclose(p, P, atol=1e-12)
+    np.testing.assert_allclose(r, R, atol=1e-12)
+    for radius in (0, 2, bits + 3):
+        pr = ev.precision_recall_within_radius(q, d, ql, dl, radius=radius, chunk_size=chunk)
+        rr = min(radius, bits)
+        assert pr == pytest.approx((P[rr], R[rr]), abs=1e-12)
+    ns = (1, 2, max(1, nd // 2), nd + 7)
+    assert ev.precision_at_n(q, d, ql, dl, ns=ns, chunk_size=chunk) == pytest.approx(
+        ref_p_at(Q, D, QL, DL, ns), abs=1e-12
+    )
+
+
+def test_long_codes_use_wide_distances(backend):
+    """300 bits: distances above 255 need uint16 on the numpy path."""
+    rng = np.random.default_rng(7)
+    Q = rng.choice([-1, 1], size=(3, 300))
+    D = np.concatenate([rng.choice([-1, 1], size=(20, 300)), -Q, Q])  # distances 300 and 0
+    QL, DL = _labels(rng, 3, 3, False), _labels(rng, 26, 3, False)
+    for topk in (None, 4):
+        assert ev.mean_average_precision(Q, D, QL, DL, topk=topk) == pytest.approx(
+            ref_map(Q, D, QL, DL, topk), abs=1e-12
+        )
+    P, R = ref_pr(Q, D, QL, DL, 300)
+    p, r = ev.pr_curve(Q, D, QL, DL)
+    np.testing.assert_allclose(p, P, atol=1e-12)
+    np.testing.assert_allclose(r, R, atol=1e-12)
+
+
+def test_bigger_case_backends_agree_with_vectorised_reference():
+    """A few thousand items with heavy ties (12 bits): both paths equal a stable-argsort reference."""
+    rng = np.random.default_rng(3)
+    nq, nd, bits, classes = 40, 3000, 12, 7
+    Q = rng.choice([-1.0, 1.0], size=(nq, bits))
+    D = rng.choice([-1.0, 1.0], size=(nd, bits))
+    QL, DL = _labels(rng, nq, classes, True), _labels(rng, nd, classes, True)
+    for topk in (None, 50, 2000):
+        k = nd if topk is None else topk
+        total = 0.0
+        for i in range(nq):  # DeepHash-pytorch's CalcTopMap arithmetic, but with a stable argsort
+            gnd = (DL @ QL[i]) > 0
+            order = np.argsort(0.5 * (bits - D @ Q[i]), kind="stable")
+            top = gnd[order][:k]
+            if top.sum():
+                total += np.mean(np.arange(1, top.sum() + 1) / (np.flatnonzero(top) + 1.0))
+        expected = total / nq
+        got = {}
+        for name in ("numpy", "torch"):
+            ev._CPU_BACKEND = name
+            try:
+                got[name] = ev.mean_average_precision(Q, D, QL, DL, topk=topk, chunk_size=9)
+            finally:
+                ev._CPU_BACKEND = "numpy"
+        assert got["numpy"] == pytest.approx(expected, abs=1e-12)
+        assert got["torch"] == pytest.approx(expected, abs=1e-12)
+    res = {}
+    for name in ("numpy", "torch"):
+        ev._CPU_BACKEND = name
+        try:
+            res[name] = ev.evaluate_codes(Q, D, QL, DL, metrics=ev.METRIC_NAMES, ns=(1, 10, 2999))
+        finally:
+            ev._CPU_BACKEND = "numpy"
+    assert json.dumps(res["numpy"]) and res["numpy"].keys() == res["torch"].keys()
+    np.testing.assert_allclose(res["numpy"]["pr_curve"]["precision"], res["torch"]["pr_curve"]["precision"])
+    assert res["numpy"]["precision_at"] == pytest.approx(res["torch"]["precision_at"], abs=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# cases computed on paper
+
+# 2-bit codes. Query 0 = (+1, +1), class 0; query 1 = (-1, -1), class 2 (absent from the database).
+HAND_Q = np.array([[1, 1], [-1, -1]])
+HAND_QL = np.array([[1, 0, 0], [0, 0, 1]])
+HAND_D = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1], [1, 1]])
+HAND_DL = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [1, 0, 0], [0, 1, 0]])
+# Query 0: distances to items 0..4 are 2, 1, 0, 1, 0; relevant items are 0, 2, 3.
+# Ranking by (distance, index): 2 (R), 4 (N), 1 (N), 3 (R), 0 (R) -> relevant at ranks 1, 4, 5.
+#   AP@ALL = (1/1 + 2/4 + 3/5) / 3 = 2.1 / 3 = 0.7
+#   AP@4   = (1/1 + 2/4) / 2 = 0.75;   AP@3 = (1/1) / 1 = 1.0
+#   (an unstable sort that put item 4 before item 2 would give (1/2 + 2/3 + 3/5) / 3 = 0.5889)
+# Query 1: nothing relevant -> AP 0, and it still counts: mAP@ALL = (0.7 + 0) / 2 = 0.35.
+# Radius 0: query 0 retrieves {2, 4} -> precision 1/2, recall 1/3; query 1 retrieves {0} -> 0, 0.
+#   mean precision 0.25, mean recall 1/6.  Radius 1: query 0 retrieves {1,2,3,4}: 2/4, recall 2/3;
+#   query 1 retrieves {0,1,3}: 0 -> (0.25, 1/3).  Radius 2: everything: query 0 3/5, recall 1 ->
+#   (0.3, 0.5).
+# P@2: query 0 top-2 = {2, 4} -> 1/2, query 1 -> 0: 0.25.  P@5 = (3/5 + 0) / 2 = 0.3; P@9 is P@5.
+
+
+def test_hand_computed_map(backend):
+    assert ev.mean_average_precision(HAND_Q, HAND_D, HAND_QL, HAND_DL) == pytest.approx(0.35)
+    assert ev.mean_average_precision(HAND_Q[:1], HAND_D, HAND_QL[:1], HAND_DL) == pytest.approx(0.7)
+    assert ev.mean_average_precision(HAND_Q[:1], HAND_D, HAND_QL[:1], HAND_DL, topk=4) == pytest.approx(0.75)
+    assert ev.mean_average_precision(HAND_Q[:1], HAND_D, HAND_QL[:1], HAND_DL, topk=3) == pytest.approx(1.0)
+
+
+def test_hand_computed_radius_pr_and_p_at_n(backend):
+    args = (HAND_Q, HAND_D, HAND_QL, HAND_DL)
+    assert ev.precision_recall_within_radius(*args, radius=0) == pytest.approx((0.25, 1 / 6))
+    assert ev.precision_recall_within_radius(*args, radius=1) == pytest.approx((0.25, 1 / 3))
+    assert ev.precision_recall_within_radius(*args) == pytest.approx((0.3, 0.5))
+    p, r = ev.pr_curve(*args)
+    np.testing.assert_allclose(p, [0.25, 0.25, 0.3])
+    np.testing.assert_allclose(r, [1 / 6, 1 / 3, 0.5])
+    assert ev.precision_at_n(*args, ns=(2, 5, 9)) == pytest.approx({2: 0.25, 5: 0.3, 9: 0.3})
+
+
+def test_hand_computed_multi_label(backend):
+    # One bit, 0/1 codes. Query (1) with labels {0, 2}. Items: code 1 labels {1} (N), code 0 labels
+    # {2} (R), code 1 labels {0, 1} (R), code 1 no labels (N). Distances 0, 1, 0, 0; ranking by
+    # (distance, index): 0 (N), 2 (R), 3 (N), 1 (R) -> AP = (1/2 + 2/4) / 2 = 0.5.
+    q, ql = np.array([[1]]), np.array([[1, 0, 1]])
+    d = np.array([[1], [0], [1], [1]])
+    dl = np.array([[0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 0, 0]])
+    assert ev.mean_average_precision(q, d, ql, dl) == pytest.approx(0.5)
+    assert ev.mean_average_precision(q, d, ql, dl, topk=2) == pytest.approx(1 / 2)
+    # radius 0 retrieves items 0, 2, 3 (one relevant of two): precision 1/3, recall 1/2
+    assert ev.precision_recall_within_radius(q, d, ql, dl, radius=0) == pytest.approx((1 / 3, 1 / 2))
+
+
+def test_query_retrieving_nothing_within_radius_has_precision_zero(backend):
+    # 4 bits; the database is at distance 3 and 4 from the query, radius 2 retrieves nothing.
+    q, ql = np.array([[1, 1, 1, 1]]), np.array([[1]])
+    d, dl = np.array([[-1, -1, -1, 1], [-1, -1, -1, -1]]), np.array([[1], [1]])
+    assert ev.precision_recall_within_radius(q, d, ql, dl, radius=2) == (0.0, 0.0)
+    assert ev.precision_recall_within_radius(q, d, ql, dl, radius=3) == pytest.approx((1.0, 0.5))
+
+
+def test_relation_to_hashnet_convention():
+    """HashNet / thulab drop no-hit queries: ours = theirs * (#queries with a hit) / #queries."""
+    rng, bits, Q, D, QL, DL = _case(12)
+    stats = ref_stats(Q, D, QL, DL, len(D))
+    hit = [s[0] for s in stats if any(s[3])]
+    theirs = sum(hit) / len(hit) if hit else 0.0
+    ours = ev.mean_average_precision(Q, D, QL, DL)
+    assert ours == pytest.approx(theirs * len(hit) / len(Q), abs=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluate_codes
+
+
+def test_evaluate_codes_dict(backend):
+    args = (HAND_Q, HAND_D, HAND_QL, HAND_DL)
+    res = ev.evaluate_codes(*args, metrics="map,precision_radius,pr_curve,precision_at", ns=(2, 5))
+    assert set(res) == set(ev.METRIC_NAMES)
+    assert res["map"] == pytest.approx(0.35)
+    assert res["precision_radius"] == pytest.approx({"radius": 2, "precision": 0.3, "recall": 0.5})
+    assert res["pr_curve"]["precision"] == pytest.approx([0.25, 0.25, 0.3])
+    assert res["pr_curve"]["recall"] == pytest.approx([1 / 6, 1 / 3, 0.5])
+    assert res["precision_at"] == pytest.approx({"2": 0.25, "5": 0.3})
+    assert json.loads(json.dumps(res)) == res
+    only = ev.evaluate_codes(*args, metrics=["precision_radius"], radius=0, topk=3)
+    assert only == {"precision_radius": pytest.approx({"radius": 0, "precision": 0.25, "recall": 1 / 6})}
+    assert ev.evaluate_codes(*args, topk=4)["map"] == pytest.approx(0.75 / 2)
+    default_ns = ev.evaluate_codes(*args, metrics=("precision_at",))["precision_at"]
+    assert list(default_ns) == [str(n) for n in ev.DEFAULT_NS]
+
+
+def test_device_arguments():
+    args = (HAND_Q, HAND_D, HAND_QL, HAND_DL)
+    assert ev.mean_average_precision(*args, device="cpu") == pytest.approx(0.35)
+    assert ev.mean_average_precision(*args, device=torch.device("cpu")) == pytest.approx(0.35)
+    with pytest.raises(HashkitError, match="not a valid torch device"):
+        ev.mean_average_precision(*args, device="banana")
+    if not torch.cuda.is_available():
+        with pytest.raises(HashkitError, match="CUDA is not available"):
+            ev.mean_average_precision(*args, device="cuda:0")
+
+
+# ------------------------------------------------------------------------------------------------
+# errors
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(q=np.ones((2, 3))), "query codes have 3 bits but database codes have 2"),
+        (dict(d=np.full((5, 2), 0.5)), "not binary: found value 0.5"),
+        (dict(d=np.array([[1, 0], [-1, 1], [1, 1], [1, 1], [1, 1]])), "mix -1, 0 and 1"),
+        (dict(q=np.array([1, -1])), "2-D"),
+        (dict(q=np.array([[np.nan, 1.0], [1.0, 1.0]])), "not binary"),
+        (dict(ql=np.eye(4)[:2]), "query labels have 4 classes but database labels have 3"),
+        (dict(ql=HAND_QL[:1]), "2 query codes but 1 query label rows"),
+        (dict(dl=HAND_DL[:4]), "5 database codes but 4 database label rows"),
+        (dict(dl=np.array([0, 1, 0, 0, 1])), "1-D array"),
+        (dict(ql=HAND_QL * 2), "labels must be 0/1"),
+        (dict(d=np.ones((0, 2))), "empty database"),
+        (dict(q=np.ones((0, 2)), ql=np.ones((0, 3))), "no queries"),
+    ],
+)
+def test_input_errors(change, match):
+    q, d = change.get("q", HAND_Q), change.get("d", HAND_D)
+    ql, dl = change.get("ql", HAND_QL), change.get("dl", HAND_DL)
+    with pytest.raises(HashkitError, match=match):
+        ev.mean_average_precision(q, d, ql, dl)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(topk=0), "topk must be a positive integer or None"),
+        (dict(topk=-1), "topk must be"),
+        (dict(topk=2.5), "topk must be"),
+        (dict(chunk_size=0), "chunk_size must be"),
+        (dict(radius=-1, metrics="precision_radius"), "radius must be"),
+        (dict(ns=(), metrics="precision_at"), "ns must be"),
+        (dict(ns=(10, 0), metrics="precision_at"), "ns must be"),
+        (dict(metrics="map,ndcg"), "unknown metric.*ndcg.*choose from map"),
+    ],
+)
+def test_argument_errors(kwargs, match):
+    with pytest.raises(HashkitError, match=match):
+        ev.evaluate_codes(HAND_Q, HAND_D, HAND_QL, HAND_DL, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# hashkit.hamming
+
+
+def test_to_pm1_conventions():
+    expect = torch.tensor([[1, -1, 1]], dtype=torch.int8)
+    for codes in (
+        np.array([[1.0, -1.0, 1.0]]),
+        np.array([[1, 0, 1]], dtype=np.uint8),
+        np.array([[True, False, True]]),
+        torch.tensor([[1.0, 0.0, 1.0]], dtype=torch.float64),
+        [[1, -1, 1]],
+    ):
+        assert torch.equal(to_pm1(codes), expect)
+    assert to_pm1(np.zeros((2, 4))).eq(-1).all()  # all-zero 0/1 codes
+    assert to_pm1(np.ones((1, 2)), dtype=torch.float32).dtype == torch.float32
+    with pytest.raises(HashkitError, match="0 bits"):
+        to_pm1(np.ones((3, 0)))
+    with pytest.raises(HashkitError, match="not binary: found value 2"):
+        to_pm1(np.array([[2, 1]]))
+
+
+@pytest.mark.parametrize("bits", [1, 7, 8, 9, 64, 65, 130])
+def test_pack_unpack_and_distances(bits):
+    rng = np.random.default_rng(bits)
+    a = rng.choice([-1, 1], size=(6, bits))
+    b = rng.choice([-1, 1], size=(11, bits))
+    packed = pack_bits(a)
+    assert packed.dtype == torch.uint8 and packed.shape == (6, (bits + 7) // 8)
+    np.testing.assert_array_equal(packed.numpy(), np.packbits(a > 0, axis=1))  # MSB first
+    assert torch.equal(unpack_bits(packed, bits), torch.tensor(a, dtype=torch.int8))
+    brute = np.array([[int((x != y).sum()) for y in b] for x in a])
+    assert torch.equal(hamming_distance(a, b), torch.tensor(brute, dtype=torch.int16))
+    np.testing.assert_array_equal(hamming_distance_packed(packed, pack_bits(b)), brute)
+    assert packed_to_words(packed).shape == (6, max(1, (bits + 63) // 64))
+
+
+def test_popcount_fallback_without_numpy_bitwise_count(monkeypatch):
+    words = np.random.default_rng(0).integers(0, 2**63, size=100, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    expect = np.array([bin(int(w)).count("1") for w in words], dtype=np.uint8)
+    monkeypatch.delattr(np, "bitwise_count", raising=False)
+    np.testing.assert_array_equal(_popcount_words(words), expect)
+    out = np.empty(100, dtype=np.uint8)
+    _popcount_words(words, out=out)
+    np.testing.assert_array_equal(out, expect)
+
+
+def test_hamming_errors():
+    with pytest.raises(HashkitError, match="3 bits but database codes have 4"):
+        hamming_distance(np.ones((1, 3)), np.ones((1, 4)))
+    with pytest.raises(HashkitError, match="cannot hold 9 bits"):
+        unpack_bits(pack_bits(np.ones((1, 8))), 9)
+    with pytest.raises(HashkitError, match="uint8"):
+        packed_to_words(np.ones((2, 2), dtype=np.int32))
