@@ -32,6 +32,7 @@ from hashkit.paths import cache_root
 from hashkit.registry import DATASETS
 
 from .base import DataConfig, DatasetSplits, ImageCollection, one_hot
+from .incremental import incremental_option
 from .splits import query_train_database
 
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -42,6 +43,7 @@ TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 
 
 @DATASETS.register("cifar10", aliases=("cifar-10", "cifar"))
+@incremental_option  # --num-seen N: the incremental protocol (data/incremental.py)
 def cifar10(config: DataConfig) -> DatasetSplits:
     """CIFAR-10 under the seed protocol: 1,000 query / 5,000 train / 59,000 database, mAP@ALL."""
     pool = load_cifar10_pool(config.root, download=config.download, cache_dir=config.cache_dir)

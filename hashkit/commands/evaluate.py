@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         f"{result['method']} {result['code_length']} bits on {result['dataset']}: mAP@{topk} = {result['map']:.4f} "
         f"({result['num_query']} queries, {result['num_database']} database items)"
     )
-    for key in ("precision_radius", "precision_at"):
+    for key in ("map_by_group", "precision_radius", "precision_at"):
         if key in result:
             print(f"{key}: {json.dumps(result[key])}")
     return 0
