@@ -8,11 +8,17 @@ A method is one file in ``methods/`` holding a subclass of :class:`HashingMethod
         method.on_epoch_start(epoch)
         for batch in method's epoch (epoch_indices):
             outputs = model(batch.inputs)            # real-valued u, (b, code_length)
+            method.observe(all_outputs, all_index)   # detached outputs of the whole global batch
             losses = method.training_step(outputs, batch)   # named terms; the Trainer sums them
         method.on_epoch_end(epoch)                   # e.g. ADSH/DIHN update their database codes here
     method.database_codes(splits, encode)            # codes the method learned directly (ADSH, DIHN)
 
 ``state_dict``/``load_state_dict`` carry the method's own state (memories, learned codes) in checkpoints.
+
+Under torchrun (hashkit.distributed) each process trains on its part of every global batch; ``observe``
+sees the outputs of the whole global batch (every rank's part, in order), so a memory of codes written
+there stays identical on every rank. A method that is correct this way sets ``supports_distributed``:
+its loss is a mean over its batch and everything it keeps across steps is written in ``observe``.
 """
 
 from __future__ import annotations
@@ -64,6 +70,9 @@ class HashingMethod:
     training_defaults: ClassVar[dict[str, Any]] = {}
     supervised: ClassVar[bool] = True
     training_split: ClassVar[str] = "train"  # which split the method trains on ("train" or "database")
+    # True when training under torchrun gives the single-process gradient of the global batch: the loss is
+    # a mean over the batch and state kept across steps is updated in ``observe`` (see hashkit.distributed).
+    supports_distributed: ClassVar[bool] = False
 
     def __init__(self, code_length: int, hparams: dict[str, Any], device: torch.device) -> None:
         self.code_length = code_length
@@ -80,6 +89,11 @@ class HashingMethod:
 
     def on_epoch_start(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def observe(self, outputs: torch.Tensor, index: torch.Tensor) -> None:
+        """See the detached outputs (B, code_length) and training positions (B,) of the whole global batch
+        before :meth:`training_step` (a single process: its own batch; under torchrun: every rank's part,
+        in rank order). Memory-based methods write their memory here so it stays the same on every rank."""
 
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         """Named loss terms for one batch; their sum is minimised."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -10,16 +11,18 @@ from typing import Any
 import torch
 from loguru import logger
 
+from hashkit import distributed
 from hashkit.checkpoint import load_checkpoint
 from hashkit.config import method_hparams, parse_metrics, resolve_config
 from hashkit.data.base import DataConfig, DatasetSplits
 from hashkit.device import resolve_device, seed_everything
+from hashkit.distributed import DistContext
 from hashkit.errors import HashkitError
 from hashkit.method import HashingMethod, TrainingData
-from hashkit.model import HashModel, build_model
+from hashkit.model import HashModel, build_model, check_code_length
 from hashkit.pipeline import ImagePipeline
-from hashkit.registry import DATASETS, METHODS
-from hashkit.trainer import Trainer, evaluate_run
+from hashkit.registry import BACKBONES, DATASETS, METHODS
+from hashkit.trainer import Trainer, evaluate_run, unwrap_worker_error
 
 DATA_KEYS = ("root", "seed", "num_query", "num_train", "num_database", "download", "cache_dir")
 
@@ -35,7 +38,13 @@ def build_splits(config: dict[str, Any]) -> DatasetSplits:
     return splits
 
 
-def build_pipeline(config: dict[str, Any], model: HashModel, device: torch.device) -> ImagePipeline:
+def build_pipeline(config: dict[str, Any], model: HashModel, device: torch.device) -> Any:
+    """ImagePipeline (full fine-tuning), or the cached pipeline for --train-from / --freeze-backbone."""
+    from hashkit.cached_pipeline import build_cached_pipeline
+
+    cached = build_cached_pipeline(config, model, device)
+    if cached is not None:
+        return cached
     return ImagePipeline(
         model,
         image_size=int(config["image_size"]),
@@ -74,55 +83,198 @@ def default_out_dir(config: dict[str, Any]) -> Path:
     return Path("runs") / f"{config['method']}-{config['dataset']}-{config['code_length']}bits-seed{config['seed']}"
 
 
+# Config keys a resumed run may change: where results go, what is reported, and resources. Every other
+# key changes the training trajectory, so --resume refuses a checkpoint whose config differs in it.
+RESUME_FREE_KEYS = frozenset(
+    {"out", "overwrite", "resume", "gpu", "num_workers", "evaluate_interval", "topk", "metrics", "root", "cache_dir", "download"}
+)
+
+
 def train(config: dict[str, Any]) -> dict[str, Any]:
-    """``hashkit train``: resolve the config, train, evaluate, write checkpoint.pt and result.json."""
+    """``hashkit train``: resolve the config, train, evaluate, write checkpoint.pt and result.json.
+
+    Under torchrun every process runs this; see hashkit.distributed for how the work is shared."""
+    ctx = distributed.context_from_environment()
     config = resolve_config(config)
     config["metrics"] = ",".join(parse_metrics(config["metrics"]))
+    _validate(config, ctx)
     out_dir = Path(config.get("out") or default_out_dir(config))
     config["out"] = str(out_dir)
-    _check_out_dir(out_dir, overwrite=bool(config.get("overwrite")))
-    device = resolve_device(config.get("gpu"))
+    resume = bool(config.get("resume"))
+    if ctx.is_distributed:
+        device = distributed.resolve_distributed_device(ctx, config.get("gpu"))
+    else:
+        device = resolve_device(config.get("gpu"))
+    distributed.init_process_group(ctx, device)
+    try:
+        return _train(config, ctx, device, out_dir, resume)
+    except HashkitError as exc:  # e.g. a corrupt image met by a DataLoader worker in method.setup
+        clean = unwrap_worker_error(exc)
+        if clean is exc:
+            raise
+        raise clean from None
+    finally:
+        distributed.shutdown()
+
+
+def _train(config: dict[str, Any], ctx: DistContext, device: torch.device, out_dir: Path, resume: bool) -> dict[str, Any]:
+    overwrite = bool(config.get("overwrite"))
+    created = distributed.main_only(ctx, lambda: _check_out_dir(out_dir, overwrite=overwrite, resume=resume))
+    try:
+        trainer = _build_trainer(config, ctx, device, out_dir, resume, overwrite)
+    except BaseException:
+        if created:  # a mistake found before training leaves no empty run folder behind
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()
+        raise
+    started = time.perf_counter()
+    result = trainer.fit()
+    final = "n/a" if result.get("map") is None else f"{result['map']:.4f}"
+    logger.info(f"finished in {time.perf_counter() - started:.1f}s: mAP {final} → {out_dir}")
+    return result
+
+
+def _build_trainer(
+    config: dict[str, Any], ctx: DistContext, device: torch.device, out_dir: Path, resume: bool, overwrite: bool
+) -> Trainer:
+    """Data, network, method and pipeline of the run (from OUT/checkpoint.pt's state with --resume)."""
+    checkpoint = distributed.everywhere(ctx, lambda: _resume_checkpoint(config, out_dir, ctx)) if resume else None
     seed_everything(int(config["seed"]))
-    splits = build_splits(config)
+    splits = distributed.local_main_first(ctx, lambda: build_splits(config))
     logger.info(f"{splits.name}: {splits.protocol}")
-    init_checkpoint = _init_checkpoint(config)
-    model = build_model(config["arch"], int(config["code_length"]), bool(config["pretrained"]), config.get("weights"))
+    init_checkpoint = distributed.everywhere(ctx, lambda: _init_checkpoint(config))
+    model = distributed.local_main_first(
+        ctx,
+        lambda: build_model(config["arch"], int(config["code_length"]), bool(config["pretrained"]), config.get("weights")),
+    )
     if init_checkpoint is not None:
         model.load_state_dict(init_checkpoint["model"])
     model.to(device)
     pipeline = build_pipeline(config, model, device)
     method = build_method(config, device)
+    if ctx.is_distributed and hasattr(pipeline, "locate"):
+        # A cache the pipeline fills (cached activations) is filled by each node's first process alone.
+        distributed.local_main_first(ctx, lambda: pipeline.locate(getattr(splits, method.training_split)))
+    # setup sees what the original run saw (the --from / pretrained network); a resumed state comes after.
     method.setup(training_data(method, splits, pipeline, device, init_checkpoint))
-    trainer = Trainer(config, splits, model, method, pipeline, out_dir, device)
-    started = time.perf_counter()
-    result = trainer.fit()
-    logger.info(f"finished in {time.perf_counter() - started:.1f}s: mAP {result['map']:.4f} → {out_dir}")
-    return result
+    trainer = Trainer(config, splits, model, method, pipeline, out_dir, device, dist=ctx)
+    if checkpoint is not None:
+        trainer.load_training_state(checkpoint)
+        logger.info(f"resuming {out_dir} after epoch {trainer.start_epoch} of {config['max_iter']}")
+    elif overwrite and ctx.is_main:
+        # --overwrite: the old run's checkpoint must not be mistaken for this run's last good epoch.
+        (out_dir / "checkpoint.pt").unlink(missing_ok=True)
+    return trainer
+
+
+def _validate(config: dict[str, Any], ctx: DistContext) -> None:
+    """Refuse impossible settings before any data is read (each error names the flag and the fix)."""
+    check_code_length(int(config["code_length"]))
+    BACKBONES.canonical(str(config["arch"]))
+    DATASETS.canonical(str(config["dataset"]))
+    for key in ("batch_size", "max_iter"):
+        if int(config[key]) < 1:
+            raise HashkitError(f"--{key.replace('_', '-')} must be at least 1, got {config[key]}")
+    if int(config.get("num_workers") or 0) < 0:
+        raise HashkitError(f"--num-workers must be 0 or more, got {config['num_workers']}")
+    if config.get("resume") and config.get("overwrite"):
+        raise HashkitError("--resume continues the run in --out and --overwrite replaces it; pass only one of them")
+    if ctx.is_distributed:
+        method_cls = METHODS.get(config["method"])
+        if not method_cls.supports_distributed:
+            able = [name for name in METHODS.names() if METHODS.get(name).supports_distributed]
+            raise HashkitError(
+                f"--method {config['method']} cannot train under torchrun ({ctx.world_size} processes): its training "
+                f"state would differ between processes; run it as one process (hashkit train …, --gpu N for a GPU)"
+                f"{'; methods that can: ' + ', '.join(able) if able else ''}"
+            )
+        distributed.check_batch_size(ctx, int(config["batch_size"]))
+
+
+def _resume_checkpoint(config: dict[str, Any], out_dir: Path, ctx: DistContext) -> dict[str, Any]:
+    """OUT/checkpoint.pt, after checking it continues this very run (same method and trajectory keys)."""
+    path = out_dir / "checkpoint.pt"
+    checkpoint = load_checkpoint(path)
+    saved = dict(checkpoint.get("config") or {})
+    if METHODS.canonical(str(checkpoint.get("method"))) != config["method"]:
+        raise HashkitError(
+            f"--resume: {path} is a {checkpoint.get('method')} run but this command trains {config['method']}; "
+            f"pass --method {checkpoint.get('method')} to continue it, or a new --out for a {config['method']} run"
+        )
+    differ = []
+    for key in sorted(set(saved) & set(config)):
+        if key in RESUME_FREE_KEYS or _same_setting(key, saved[key], config[key]):
+            continue
+        if key == "max_iter" and config.get("lr_schedule", "constant") == "constant":
+            continue  # a constant schedule does not depend on the number of epochs: the run may be extended
+        differ.append(f"{flag_name(key)} {saved[key]!r} (this command: {config[key]!r})")
+    if differ:
+        raise HashkitError(
+            f"--resume: {path} was trained with {', '.join(differ)}; pass the same flags as the run being "
+            "continued, or a new --out to start another run"
+        )
+    if int(config.get("num_workers") or 0) != int(saved.get("num_workers") or 0):
+        logger.warning("--resume with another --num-workers: the image augmentation stream differs, so the "
+                       "continuation is not bit-identical to an uninterrupted run")
+    if int(checkpoint.get("world_size", 1)) != ctx.world_size:
+        logger.warning(f"--resume: {path} was trained by {checkpoint.get('world_size', 1)} process(es), this run uses "
+                       f"{ctx.world_size}; the continuation is equivalent but not bit-identical")
+    return checkpoint
+
+
+def _same_setting(key: str, saved: Any, given: Any) -> bool:
+    if key in ("arch", "dataset") and saved is not None and given is not None:
+        registry = BACKBONES if key == "arch" else DATASETS
+        try:
+            return registry.canonical(str(saved)) == registry.canonical(str(given))
+        except HashkitError:
+            return str(saved) == str(given)
+    if isinstance(saved, (int, float)) and isinstance(given, (int, float)) and not isinstance(saved, bool):
+        return float(saved) == float(given)
+    return saved == given
+
+
+def flag_name(key: str) -> str:
+    return "--" + key.replace("_", "-")
 
 
 def _init_checkpoint(config: dict[str, Any]) -> dict[str, Any] | None:
-    """The checkpoint named by ``--from`` (network weights to start from), checked for compatibility."""
+    """The checkpoint named by ``--from``: network weights to start from (of any method with the same
+    arch and code length; DIHN also takes the ADSH codes it holds), checked for compatibility."""
     if not config.get("init_from"):
         return None
     checkpoint = load_checkpoint(config["init_from"])
     for key in ("arch", "code_length"):
-        if str(checkpoint[key]) != str(config[key]):
+        if not _same_setting(key, checkpoint[key], config[key]):
             raise HashkitError(
                 f"--from {config['init_from']} has {key} {checkpoint[key]} but this run uses {config[key]}; "
                 f"pass --{key.replace('_', '-')} {checkpoint[key]}"
             )
+    if checkpoint.get("method") != config["method"]:
+        logger.info(f"--from: starting from the network of a {checkpoint.get('method')} run (its method state is not used"
+                    f"{' except the ADSH codes DIHN builds on' if config['method'] == 'dihn' else ''})")
     return checkpoint
 
 
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+def _check_out_dir(out_dir: Path, overwrite: bool, resume: bool = False) -> bool:
+    """Refuse to write over another run (unless --overwrite / --resume) or into an unwritable folder;
+    True when the folder was created here."""
     result = out_dir / "result.json"
-    if result.exists() and not overwrite:
+    created = not out_dir.exists()
+    if resume:
+        if not (out_dir / "checkpoint.pt").is_file():
+            raise HashkitError(
+                f"--resume: {out_dir} holds no checkpoint.pt (the run stopped before its first epoch finished, or "
+                f"--out is wrong); start the run again without --resume{' and with --overwrite' if result.exists() else ''}"
+            )
+    elif result.exists() and not overwrite:
         try:
             status = json.loads(result.read_text()).get("status")
         except (OSError, ValueError):
             status = "unreadable"
         raise HashkitError(
-            f"{out_dir} already holds a run (status {status}); pass another --out, or --overwrite to replace it"
+            f"{out_dir} already holds a run (status {status}); pass --resume to continue it, another --out, or "
+            "--overwrite to replace it"
         )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -131,6 +283,7 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
         probe.unlink()
     except OSError as exc:
         raise HashkitError(f"results folder {out_dir} is not writable ({exc.strerror}); pass a writable --out") from exc
+    return created
 
 
 def load_run(checkpoint_path: str | Path, overrides: dict[str, Any], device: torch.device):

@@ -1,31 +1,56 @@
 """The one training loop every method shares (read it top to bottom).
 
 The Trainer owns optimisation, evaluation, checkpoints and result.json; a method only turns network
-outputs into named loss terms (see hashkit.method). Per epoch the global torch RNG is reseeded from
-(seed, epoch), so a CPU run is bit-identical for a seed and resuming at an epoch boundary replays
-exactly what an uninterrupted run does.
+outputs into named loss terms (see hashkit.method).
+
+Determinism and resume: every epoch is a pure function of (state after the previous epoch, seed,
+epoch). At its start the epoch order comes from a fresh generator seeded from (seed, epoch), and every
+other source of randomness is reseeded from (seed, epoch, rank): torch's global RNG (CPU and CUDA:
+dropout, image flips with ``--num-workers 0``), Python's ``random`` and NumPy's global RNG, and the
+generator the DataLoader derives its workers' seeds from. The checkpoint written after every epoch holds
+all other state (network, optimizer, scheduler, the method's memories, history), so ``--resume`` from
+epoch k replays epochs k+1… exactly: a CPU run is bit-identical to an uninterrupted one. No RNG state
+needs saving. (CUDA kernels may be non-deterministic, so GPU resumes match only approximately.)
+
+Under torchrun (hashkit.distributed) rank r trains on its part of every global batch through
+DistributedDataParallel; only rank 0 evaluates and writes checkpoint.pt and result.json.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import random
+import signal
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import numpy as np
 import torch
 from loguru import logger
 from tqdm import tqdm
 
+from hashkit import distributed
 from hashkit.atomic import atomic_write_json
 from hashkit.checkpoint import save_checkpoint
 from hashkit.data.base import DatasetSplits
+from hashkit.distributed import SINGLE, DistContext
 from hashkit.errors import HashkitError
 from hashkit.evaluate import evaluate_codes
 from hashkit.method import HashingMethod
 from hashkit.model import HashModel, binarize
 from hashkit.runinfo import provenance
+
+
+RANK_SEED_STRIDE = 1_000_003  # rank r's augmentation / dropout streams: epoch seed + r × stride
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s order (the same on every rank)."""
+    return seed * 100_003 + epoch
 
 
 class Trainer:
@@ -40,6 +65,7 @@ class Trainer:
         pipeline: Any,
         out_dir: Path,
         device: torch.device,
+        dist: DistContext = SINGLE,
     ) -> None:
         self.config = config
         self.splits = splits
@@ -48,6 +74,8 @@ class Trainer:
         self.pipeline = pipeline
         self.out_dir = Path(out_dir)
         self.device = device
+        self.dist = dist
+        self.global_batch = int(pipeline.batch_size)  # --batch-size: the global batch under torchrun too
         self.train_set = getattr(splits, method.training_split)
         self.optimizer = build_optimizer(model, config)
         self.scheduler = build_scheduler(self.optimizer, config)
@@ -55,6 +83,10 @@ class Trainer:
         self.start_epoch = 0
         self.timings = {"train_s": 0.0, "encode_s": 0.0, "eval_s": 0.0}
         self.metrics: dict[str, Any] = {}
+        self.epochs_saved = 0  # the epoch checkpoint.pt holds (the last good one)
+        self._ddp: torch.nn.parallel.DistributedDataParallel | None = None
+        self._epoch_running = 0
+        self._dropped_warned = False
 
     @property
     def checkpoint_path(self) -> Path:
@@ -65,69 +97,177 @@ class Trainer:
         return self.out_dir / "result.json"
 
     def fit(self) -> dict[str, Any]:
-        """Train, evaluating every ``evaluate_interval`` epochs and after the last; return the result."""
+        """Train, evaluating every ``evaluate_interval`` epochs and after the last; return the result.
+
+        A crash, Ctrl-C or SIGTERM marks result.json ``failed`` (saying how to continue) and keeps the
+        checkpoint of the last finished epoch; ``hashkit train … --resume`` continues from it."""
         config = self.config
         max_iter = int(config["max_iter"])
         interval = max(1, int(config["evaluate_interval"]))
-        self._write_result("running")
+        main = self.dist.is_main
+        if main:
+            self._write_result("running")
+        if self.start_epoch >= max_iter:
+            logger.info(f"{self.checkpoint_path} already holds all {max_iter} epochs; nothing left to train")
         try:
-            for epoch in range(self.start_epoch, max_iter):
-                record = {"epoch": epoch + 1, "losses": self._train_epoch(epoch)}
-                if (epoch + 1) % interval == 0 or epoch + 1 == max_iter:
-                    self.metrics = self.evaluate()
-                    record["metrics"] = self.metrics
-                    logger.info(f"epoch {epoch + 1}/{max_iter}: mAP {self.metrics['map']:.4f}")
-                self.history.append(record)
-                self._save(epoch + 1)
-                self._write_result("running")
+            with _sigterm_raises():
+                for epoch in range(self.start_epoch, max_iter):
+                    self._epoch_running = epoch + 1
+                    saved_metrics = self.metrics
+                    record = {"epoch": epoch + 1, "losses": self._train_epoch(epoch)}
+                    if (epoch + 1) % interval == 0 or epoch + 1 == max_iter:
+                        if main:  # evaluated once, by rank 0; the other ranks wait
+                            self.metrics = self.evaluate()
+                            record["metrics"] = self.metrics
+                            logger.info(f"epoch {epoch + 1}/{max_iter}: mAP {self.metrics['map']:.4f}")
+                        distributed.barrier(self.dist)
+                    self.history.append(record)
+                    if main:
+                        try:
+                            self._save(epoch + 1)
+                        except BaseException:  # result.json then describes what checkpoint.pt holds
+                            self.history.pop()
+                            self.metrics = saved_metrics
+                            raise
+                        self._write_result("running")
+                self._epoch_running = 0
         except BaseException as exc:
-            self._write_result("failed", error=str(exc) or type(exc).__name__)
+            clean = unwrap_worker_error(exc)
+            if self.dist.is_distributed and distributed.is_peer_failure(exc):
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+                clean = HashkitError(
+                    f"another process of this torchrun job stopped during epoch {self._epoch_running or self.epochs_saved} "
+                    f"({first}…); its log names the cause; {self._kept_checkpoint()}: fix the cause and "
+                    f"{self._how_to_continue()}"
+                )
+            if main:
+                self._record_failure(clean)
+            if clean is not exc:
+                raise clean from None
             raise
-        return self._write_result("finished")
+        result = self._write_result("finished") if main else None
+        return distributed.broadcast_from_main(self.dist, result)
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
-        seed = int(self.config["seed"])
-        torch.manual_seed(seed * 100_003 + epoch)
-        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        seed = epoch_seed(int(self.config["seed"]), epoch)
+        rank_seed = seed + RANK_SEED_STRIDE * self.dist.rank
+        torch.manual_seed(rank_seed)  # CPU and every CUDA device
+        random.seed(rank_seed)
+        np.random.seed(rank_seed % 2**32)
+        generator = torch.Generator().manual_seed(seed)
         self.model.train()
         self.method.on_epoch_start(epoch)
         order = self.method.epoch_indices(epoch, generator)
         if order is None:
             order = torch.randperm(len(self.train_set), generator=generator)
+        order = torch.as_tensor(order, dtype=torch.long)
+        local_order, plan = self._shard(order, epoch)
+        # Rank 0 hands the pipeline the order's generator itself (a single process does the same).
+        loader_generator = generator if self.dist.is_main else torch.Generator().manual_seed(rank_seed)
         sums: dict[str, float] = defaultdict(float)
         steps = 0
         started = time.perf_counter()
-        bar = tqdm(
-            self.pipeline.train_batches(self.train_set, order, generator),
-            total=math.ceil(len(order) / self.pipeline.batch_size),
-            desc=f"epoch {epoch + 1}/{self.config['max_iter']}",
-            leave=False,
-            dynamic_ncols=True,
-        )
-        for batch in bar:
-            losses = self.method.training_step(self.pipeline.forward(batch.inputs), batch)
-            total = sum(losses.values())
-            if not torch.isfinite(total):
-                raise HashkitError(
-                    f"the loss became {total.item()} in epoch {epoch + 1} (terms: "
-                    f"{ {k: float(v) for k, v in losses.items()} }); the learning rate {self.config['lr']} is likely "
-                    f"too high: lower --lr; the last good checkpoint {self.checkpoint_path} is kept"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            self.optimizer.step()
-            for name, value in losses.items():
-                sums[name] += float(value.detach())
-            sums["total"] += float(total.detach())
-            steps += 1
-            bar.set_postfix(loss=f"{sums['total'] / steps:.4f}")
-        bar.close()
+        with self._distributed_forward():
+            bar = tqdm(
+                self.pipeline.train_batches(self.train_set, local_order, loader_generator),
+                total=len(plan),
+                desc=f"epoch {epoch + 1}/{self.config['max_iter']}",
+                leave=False,
+                dynamic_ncols=True,
+                disable=not self.dist.is_main,
+            )
+            for batch in bar:
+                if steps >= len(plan):
+                    raise RuntimeError(f"{type(self.pipeline).__name__}.train_batches yielded more batches than planned")
+                chunk, sizes = plan[steps]
+                outputs = self.pipeline.forward(batch.inputs)
+                self._observe(outputs, batch, chunk, sizes)
+                losses = self.method.training_step(outputs, batch)
+                total = sum(losses.values())
+                values = self._global_values(losses, total, sizes)
+                if not math.isfinite(values["total"]):
+                    raise HashkitError(
+                        f"the loss became {values['total']} in epoch {epoch + 1} (terms: "
+                        f"{ {k: v for k, v in values.items() if k != 'total'} }); the learning rate {self.config['lr']} "
+                        f"is likely too high: lower --lr and rerun with --overwrite; {self._kept_checkpoint()}"
+                    )
+                weight = distributed.part_weight(sizes, self.dist.rank) if self.dist.is_distributed else 1.0
+                self.optimizer.zero_grad(set_to_none=True)
+                (total if weight == 1.0 else total * weight).backward()
+                self.optimizer.step()
+                for name, value in values.items():
+                    sums[name] += value
+                steps += 1
+                bar.set_postfix(loss=f"{sums['total'] / steps:.4f}")
+            bar.close()
+        if steps != len(plan):
+            raise RuntimeError(f"{type(self.pipeline).__name__}.train_batches yielded {steps} batches, {len(plan)} planned")
         self.scheduler.step()
         self.method.on_epoch_end(epoch)
         self.timings["train_s"] += time.perf_counter() - started
         means = {name: value / max(steps, 1) for name, value in sums.items()}
         logger.info(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
         return means
+
+    def _shard(self, order: torch.Tensor, epoch: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, list[int]]]]:
+        """This rank's order and the plan of steps: (global batch positions, every rank's part size)."""
+        batch = self.global_batch
+        if not self.dist.is_distributed:
+            chunks = [order[i : i + batch] for i in range(0, len(order), batch)]
+            return order, [(chunk, [len(chunk)]) for chunk in chunks]
+        local, sizes, dropped = distributed.shard_order(order, batch, self.dist)
+        covered = sum(map(sum, sizes))
+        chunks = [order[i : i + batch] for i in range(0, covered, batch)]
+        if dropped and not self._dropped_warned:
+            self._dropped_warned = True
+            logger.info(
+                f"epoch {epoch + 1}: the last {dropped} item(s) of the epoch are fewer than the {self.dist.world_size} "
+                "processes and are skipped (as in every epoch where this happens; other epochs' orders visit them)"
+            )
+        return local, list(zip(chunks, sizes))
+
+    def _observe(self, outputs: torch.Tensor, batch: Any, chunk: torch.Tensor, sizes: list[int]) -> None:
+        """Hand the method the detached outputs and positions of the whole global batch."""
+        if not self.dist.is_distributed:
+            self.method.observe(outputs.detach(), batch.index)
+            return
+        mine = chunk[sum(sizes[: self.dist.rank]) :][: sizes[self.dist.rank]]
+        if len(batch.index) != len(mine) or not torch.equal(batch.index.cpu(), mine):
+            raise RuntimeError(
+                f"{type(self.pipeline).__name__}.train_batches must batch the given order consecutively by its "
+                f"batch_size; got {len(batch.index)} items where {len(mine)} were planned"
+            )
+        everything = distributed.gather_rows(outputs.detach(), sizes)
+        self.method.observe(everything, chunk.to(outputs.device))
+
+    def _global_values(self, losses: dict[str, torch.Tensor], total: torch.Tensor, sizes: list[int]) -> dict[str, float]:
+        """The step's loss terms of the global batch: the ranks' batch means weighted by their part sizes."""
+        names = list(losses)
+        values = torch.stack([losses[n].detach().float().reshape(()) for n in names] + [total.detach().float().reshape(())])
+        if self.dist.is_distributed:
+            values = distributed.all_reduce_sum(values * (sizes[self.dist.rank] / sum(sizes)))
+        return dict(zip(names + ["total"], values.tolist()))
+
+    @contextlib.contextmanager
+    def _distributed_forward(self) -> Iterator[None]:
+        """Under torchrun, route the pipeline's training forward through DDP with the per-rank batch."""
+        if not self.dist.is_distributed:
+            yield
+            return
+        if getattr(self.pipeline, "model", None) is not self.model:
+            raise RuntimeError(f"{type(self.pipeline).__name__} must expose the model it runs as .model to train under torchrun")
+        if self._ddp is None:
+            if getattr(self.pipeline, "channels_last", False):  # gradients then match DDP's bucket layout
+                self.model.to(memory_format=torch.channels_last)
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self._ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        self.pipeline.model = self._ddp
+        self.pipeline.batch_size = self.global_batch // self.dist.world_size
+        try:
+            yield
+        finally:
+            self.pipeline.model = self.model
+            self.pipeline.batch_size = self.global_batch
 
     def evaluate(self) -> dict[str, Any]:
         """Encode query (and database unless the method learned its codes) and compute the metrics."""
@@ -153,8 +293,10 @@ class Trainer:
                 "history": self.history,
                 "metrics": self.metrics,
                 "timings": dict(self.timings),
+                "world_size": self.dist.world_size,
             },
         )
+        self.epochs_saved = epochs_done
 
     def load_training_state(self, checkpoint: dict[str, Any]) -> None:
         """Continue from ``checkpoint`` (model, method, optimizer, scheduler, epoch, history)."""
@@ -162,10 +304,37 @@ class Trainer:
         self.method.load_state_dict(checkpoint["method_state"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
-        self.start_epoch = int(checkpoint["epoch"])
+        self.start_epoch = self.epochs_saved = int(checkpoint["epoch"])
         self.history = list(checkpoint["history"])
         self.metrics = dict(checkpoint["metrics"])
         self.timings.update(checkpoint.get("timings", {}))
+
+    def _kept_checkpoint(self) -> str:
+        if self.epochs_saved:
+            return f"the last good checkpoint {self.checkpoint_path} (epoch {self.epochs_saved}) is kept"
+        return "no checkpoint was written (the first epoch did not finish)"
+
+    def _how_to_continue(self) -> str:
+        if self.epochs_saved:
+            return "continue with the same command plus --resume"
+        return "start again with the same command plus --overwrite"
+
+    def _record_failure(self, exc: BaseException) -> None:
+        """Mark result.json failed with a reason; never let that write hide the original error."""
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            how = "terminated (SIGTERM)" if isinstance(exc, SystemExit) else "interrupted (Ctrl-C)"
+            error = (
+                f"{how} in epoch {self._epoch_running or self.epochs_saved}; {self._kept_checkpoint()}: "
+                f"{self._how_to_continue()}"
+            )
+            if isinstance(exc, SystemExit) and self.dist.is_distributed:
+                error += " (under torchrun this usually means another rank failed: see its log)"
+        else:
+            error = str(exc) or type(exc).__name__
+        try:
+            self._write_result("failed", error=error)
+        except Exception as write_error:  # noqa: BLE001 - report, then re-raise the original error
+            logger.warning(f"could not record the failure in {self.result_path}: {write_error}")
 
     def _write_result(self, status: str, error: str | None = None) -> dict[str, Any]:
         maps = [r["metrics"]["map"] for r in self.history if "metrics" in r]
@@ -181,6 +350,7 @@ class Trainer:
             "history": self.history,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "checkpoint": str(self.checkpoint_path),
+            "world_size": self.dist.world_size,
         }
         if error:
             result["error"] = error
@@ -188,10 +358,51 @@ class Trainer:
         return result
 
 
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM (a scheduler's or torchrun's stop) into SystemExit(143) so the run records why it
+    stopped; only the main thread can install handlers, elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def unwrap_worker_error(exc: BaseException) -> BaseException:
+    """The user's one-line error behind a DataLoader worker's re-raise (a HashkitError such as a corrupt
+    image, raised in a ``--num-workers`` process, comes back with the worker's whole traceback in its text)."""
+    text = str(exc)
+    if isinstance(exc, HashkitError) and text.startswith("Caught HashkitError in DataLoader worker"):
+        original = text.rsplit("HashkitError: ", 1)[-1]
+        if original and original != text:
+            return HashkitError(original)
+    return exc
+
+
 def evaluate_run(
     pipeline: Any, method: HashingMethod, splits: DatasetSplits, config: dict[str, Any], device: torch.device
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Metrics of the model behind ``pipeline`` on ``splits`` — shared by training and ``hashkit evaluate``."""
+    try:
+        return _evaluate_run(pipeline, method, splits, config, device)
+    except HashkitError as exc:
+        clean = unwrap_worker_error(exc)
+        if clean is exc:
+            raise
+        raise clean from None
+
+
+def _evaluate_run(
+    pipeline: Any, method: HashingMethod, splits: DatasetSplits, config: dict[str, Any], device: torch.device
+) -> tuple[dict[str, Any], dict[str, float]]:
     from hashkit.config import parse_metrics
 
     started = time.perf_counter()

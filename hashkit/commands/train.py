@@ -16,16 +16,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="train a hashing method and evaluate it",
         formatter_class=HelpFormatter,
         description="Train a deep hashing method, evaluate it, and write OUT/checkpoint.pt and OUT/result.json.\n"
-        "Flags whose default is None take the method's seed default (listed in their help).",
+        "Flags whose default is None take the method's seed default (listed in their help).\n"
+        "Several processes (data-parallel, gloo on CPU / nccl with --gpu): torchrun --nproc-per-node N -m hashkit\n"
+        "train …; --batch-size is then the global batch (a multiple of N), split evenly between the processes.",
     )
     parser.add_argument("--method", required=True, help=f"hashing method: {', '.join(METHODS.names())}")
     parser.add_argument("--code-length", type=int, default=32, help="bits per code")
     parser.add_argument("--out", default=None, help="run folder (default: runs/<method>-<dataset>-<bits>bits-seed<seed>)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    parser.add_argument("--gpu", type=int, default=None, help="train on cuda:N (default: CPU)")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in --out from its checkpoint.pt (the last finished epoch; give the same flags as "
+        "the original command: one that changes the training is refused, naming the flag)",
+    )
+    parser.add_argument(
+        "--gpu", type=int, default=None,
+        help="train on cuda:N (default: CPU); under torchrun any value puts each process on cuda:LOCAL_RANK",
+    )
     parser.add_argument(
         "--from", dest="init_from", default=None, metavar="CHECKPOINT",
-        help="start from this checkpoint's network (and, for DIHN, the ADSH database codes it holds)",
+        help="start from this checkpoint's network (any method's, same --arch and --code-length; for DIHN also the "
+        "ADSH database codes it holds); to continue an interrupted run use --resume",
     )
     add_data_arguments(parser)
     group = parser.add_argument_group("training")
@@ -57,8 +68,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    from hashkit.distributed import context_from_environment
     from hashkit.run import train
 
     result = train(namespace_config(args))
-    print(json.dumps({"map": result["map"], "best_map": result["best_map"], "out": result["config"]["out"]}))
+    if context_from_environment().is_main:  # under torchrun, one line from rank 0
+        print(json.dumps({"map": result["map"], "best_map": result["best_map"], "out": result["config"]["out"]}))
     return 0
