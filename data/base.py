@@ -129,6 +129,10 @@ def load_rgb(path: str | Path, data: bytes | None = None) -> Image.Image:
         raise HashkitError(
             f"image {path} is unreadable ({exc}); replace or remove the file (truncated or corrupt?)"
         ) from exc
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16/32-bit greyscale: scale, don't clip
+        peak = 65535.0 if image.mode.startswith("I;16") else float(max(1, np.asarray(image).max()))
+        scaled = np.round(np.asarray(image, dtype=np.float64) * (255.0 / peak)).clip(0, 255).astype(np.uint8)
+        image = Image.fromarray(scaled, mode="L")
     if image.mode != "RGB":
         image = image.convert("RGB")
     return image

@@ -39,7 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.add(sys.stderr, level="DEBUG" if args.verbose else "INFO", format="{time:HH:mm:ss} | {level: <7} | {message}")
         return args.run(args)
     except HashkitError as exc:
-        print(f"hashkit: error: {exc}", file=sys.stderr)
+        from hashkit.trainer import unwrap_worker_error
+
+        print(f"hashkit: error: {unwrap_worker_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hashkit: interrupted", file=sys.stderr)

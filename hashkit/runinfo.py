@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 
 import hashkit
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The commit of the hashkit source tree (with ``-dirty`` if it has uncommitted changes), or None."""
+    """The commit of the hashkit source tree (with ``-dirty`` if it has uncommitted changes), or None.
+    Asked once per process (cached): a run's code does not change while it runs."""
     source = Path(hashkit.__file__).resolve().parent.parent
     try:
         commit = subprocess.run(

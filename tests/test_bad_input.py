@@ -139,8 +139,6 @@ def test_non_rgb_images_are_converted_not_rejected(tmp_path: Path, monkeypatch: 
     assert json.loads((tmp_path / "out" / "result.json").read_text())["status"] == "finished"
 
 
-@pytest.mark.xfail(strict=True, reason="data/base.py load_rgb clips 16-bit greyscale to 0..255 instead of scaling "
-                   "(30000/65535 becomes white); reported to the data owner")
 def test_sixteen_bit_greyscale_keeps_its_brightness(tmp_path: Path) -> None:
     path = tmp_path / "g16.png"
     Image.fromarray(np.full((4, 4), 30000, dtype=np.uint16)).save(path)
