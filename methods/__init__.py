@@ -1,3 +1,6 @@
 """Hashing methods (installed as ``hashkit.methods``); importing this package registers every method."""
 
 from . import dpsh  # noqa: F401
+from . import dhn, hashnet  # noqa: F401
+from . import ssdh  # noqa: F401
+from . import adsh, dihn  # noqa: F401

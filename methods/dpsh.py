@@ -1,7 +1,7 @@
 """DPSH — Deep Supervised Hashing with Pairwise Labels (Li, Wang, Kang, IJCAI 2016).
 
 Loss (paper eq. 2 with the relaxation of eq. 3): over the pairs between the batch and a memory U of
-the whole training split,
+the whole training split (hashkit.memory),
 
     L = −Σ_{s_ij} (s_ij θ_ij − log(1 + e^{θ_ij}))  +  η Σ_i ‖b_i − u_i‖²,   θ_ij = ½ u_iᵀ u_j,  b_i = sign(u_i)
 
@@ -17,37 +17,42 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from hashkit.method import Batch, HashingMethod, Hyper, TrainingData, similarity
+from hashkit.memory import PairwiseMemoryMethod, pairwise_nll
+from hashkit.method import Batch, Hyper, similarity
 from hashkit.model import binarize
 from hashkit.registry import METHODS
 
 
 @METHODS.register("dpsh")
-class DPSH(HashingMethod):
+class DPSH(PairwiseMemoryMethod):
     name = "dpsh"
     paper = "Li, Wang, Kang. Feature Learning based Deep Supervised Hashing with Pairwise Labels. IJCAI 2016"
     hyperparameters = {"eta": Hyper(10.0, "weight η of the quantization term η‖B−U‖² (paper eq. 3)")}
     training_defaults = {"lr": 1e-5, "batch_size": 512, "max_iter": 150, "arch": "alexnet"}
+    supports_distributed = True  # the loss is a mean over the batch; the memory is written in observe
 
-    def setup(self, data: TrainingData) -> None:
-        assert data.labels is not None
-        self.train_labels = data.labels
-        self.U = torch.zeros(data.num_items, self.code_length, device=self.device)  # memory of relaxed codes
-        self.B = torch.zeros(data.num_items, self.code_length, device=self.device)  # memory of binary codes
+    def observe(self, outputs: torch.Tensor, index: torch.Tensor) -> None:
+        """Write the whole global batch's codes into the memory (under torchrun: every rank's part), so the
+        memory is identical on every rank; ``training_step`` then rewrites this rank's rows unchanged."""
+        self.memory.update(index, self.relax(outputs))
 
-    def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        self.U[batch.index] = outputs.detach()
-        self.B[batch.index] = binarize(outputs.detach())
-        return dpsh_loss(outputs, batch.labels, self.U, self.train_labels, self.hparams["eta"])
+    def loss(self, codes: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        assert self.memory.labels is not None
+        return dpsh_loss(codes, batch.labels, self.memory.U, self.memory.labels, self.hparams["eta"])
+
+    @property
+    def U(self) -> torch.Tensor:
+        """The memory of relaxed codes (n, bits)."""
+        return self.memory.U
+
+    @property
+    def B(self) -> torch.Tensor:
+        """sign(U) of the rows written so far, 0 for rows not seen yet (the seed's B buffer)."""
+        return torch.where(self.memory.filled[:, None], binarize(self.memory.U), torch.zeros_like(self.memory.U))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"U": self.U, "B": self.B}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.U = state["U"].to(self.device)
-        self.B = state["B"].to(self.device)
+        return {**self.memory.state_dict(), "B": self.B}
 
 
 def dpsh_loss(
@@ -57,6 +62,6 @@ def dpsh_loss(
     s = similarity(labels, memory_labels)
     theta = 0.5 * u @ memory_u.t()
     pairs = s.numel()
-    likelihood = (F.softplus(theta) - s * theta).sum() / pairs
+    likelihood = pairwise_nll(theta, s).sum() / pairs
     quantization = eta * (binarize(u.detach()) - u).pow(2).sum() / pairs
     return {"likelihood": likelihood, "quantization": quantization}
