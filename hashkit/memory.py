@@ -87,6 +87,7 @@ class PairwiseMemoryMethod(HashingMethod):
     """Base of the memory-based pairwise methods: relax → write into the memory → loss against it."""
 
     memory: PairwiseMemory
+    supports_distributed = True  # the loss is a mean over the batch; the memory is written in observe
 
     def setup(self, data: TrainingData) -> None:
         assert data.labels is not None, f"{self.name} is supervised: it needs the training labels"
@@ -99,6 +100,11 @@ class PairwiseMemoryMethod(HashingMethod):
     def loss(self, codes: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         """Named loss terms of the batch's relaxed ``codes`` against :attr:`memory`."""
         raise NotImplementedError(f"{type(self).__name__} must implement loss")
+
+    def observe(self, outputs: torch.Tensor, index: torch.Tensor) -> None:
+        """Write the whole global batch's relaxed codes into the memory (under torchrun: every rank's part),
+        so the memory is identical on every rank; ``training_step`` then rewrites this rank's rows unchanged."""
+        self.memory.update(index, self.relax(outputs))
 
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         codes = self.relax(outputs)

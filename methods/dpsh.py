@@ -30,13 +30,6 @@ class DPSH(PairwiseMemoryMethod):
     paper = "Li, Wang, Kang. Feature Learning based Deep Supervised Hashing with Pairwise Labels. IJCAI 2016"
     hyperparameters = {"eta": Hyper(10.0, "weight η of the quantization term η‖B−U‖² (paper eq. 3)")}
     training_defaults = {"lr": 1e-5, "batch_size": 512, "max_iter": 150, "arch": "alexnet"}
-    supports_distributed = True  # the loss is a mean over the batch; the memory is written in observe
-
-    def observe(self, outputs: torch.Tensor, index: torch.Tensor) -> None:
-        """Write the whole global batch's codes into the memory (under torchrun: every rank's part), so the
-        memory is identical on every rank; ``training_step`` then rewrites this rank's rows unchanged."""
-        self.memory.update(index, self.relax(outputs))
-
     def loss(self, codes: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         assert self.memory.labels is not None
         return dpsh_loss(codes, batch.labels, self.memory.U, self.memory.labels, self.hparams["eta"])

@@ -94,8 +94,18 @@ class HashNet(PairwiseMemoryMethod):
         )
 
     def relax(self, outputs: torch.Tensor) -> torch.Tensor:
-        self.step += 1  # counted before the forward's scale is chosen, as thuml's iter_num
-        return torch.tanh(self.beta * outputs)
+        """tanh(βu) with β of the step being taken (step + 1: thuml counts iter_num before the forward).
+        Pure, so ``observe`` (torchrun) and ``training_step`` relax with the same β."""
+        beta = continuation_beta(
+            self.step + 1, self.hparams["beta_init"], int(self.hparams["beta_step"]),
+            self.hparams["beta_gamma"], self.hparams["beta_power"],
+        )
+        return torch.tanh(beta * outputs)
+
+    def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        losses = super().training_step(outputs, batch)
+        self.step += 1
+        return losses
 
     def loss(self, codes: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         return {

@@ -256,3 +256,23 @@ def test_small_cifar10_run_learns(method: str, min_map: float, cifar_tar: Path, 
     # epoch 1 is skipped: the memory is still filling (unseen rows are 0 and cost a constant log 2)
     assert sum(losses[-3:]) / 3 < sum(losses[1:4]) / 3, losses
     assert result["map"] > min_map, result["map"]
+
+
+@pytest.mark.parametrize("name", ["dpsh", "dhn", "hashnet"])
+def test_observe_writes_what_training_step_writes(name: str) -> None:
+    """Under torchrun the trainer calls observe with the global batch before training_step: both must relax
+    with the same parameters (HashNet: the same β, here changing every step), so ranks stay consistent."""
+    from hashkit.method import Batch, TrainingData
+    from hashkit.registry import METHODS
+
+    method = METHODS.get(name)(8, {"beta_step": 1}, torch.device("cpu"))
+    assert method.supports_distributed
+    labels = torch.eye(4)
+    method.setup(TrainingData(num_items=4, labels=labels))
+    for step in range(3):
+        outputs = torch.randn(2, 8, generator=torch.Generator().manual_seed(step))
+        index = torch.tensor([step % 4, 3])
+        method.observe(outputs, index)
+        observed = method.memory.U.clone()
+        method.training_step(outputs.clone().requires_grad_(), Batch(torch.zeros(2), labels[index], index))
+        assert torch.equal(method.memory.U, observed)
