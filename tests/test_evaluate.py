@@ -8,12 +8,15 @@ hashkit.evaluate module docstring.
 from __future__ import annotations
 
 import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import torch
 
 import hashkit.evaluate as ev
+from hashkit import fastkernels
 from hashkit.errors import HashkitError
 from hashkit.hamming import (
     _popcount_words,
@@ -94,6 +97,9 @@ def ref_p_at(Q, D, QL, DL, ns):
 # random cases
 
 
+BACKENDS = ("numpy", "torch") + (("kernel",) if fastkernels.load() is not None else ())
+
+
 def _labels(rng, n, classes, multi):
     if multi:
         lab = (rng.random((n, classes)) < 0.3).astype(np.int64)
@@ -133,9 +139,16 @@ def _encode(rng, Q, D, QL, DL, seed):
     return Q.astype(np.int8), torch.tensor(D, dtype=torch.int8), QL, DL.astype(np.float64)
 
 
-@pytest.fixture(params=["numpy", "torch"])
+def _kernel_or_skip() -> None:
+    if fastkernels.load() is None:
+        pytest.skip("compiled kernel unavailable (no C compiler or HASHKIT_NO_KERNELS=1)")
+
+
+@pytest.fixture(params=["kernel", "numpy", "torch"])
 def backend(request, monkeypatch):
-    """Run a test on the numpy CPU path and on the device-generic torch path (what CUDA uses)."""
+    """Run a test on the compiled kernel, the numpy CPU path and the device-generic torch path (CUDA's)."""
+    if request.param == "kernel":
+        _kernel_or_skip()
     monkeypatch.setattr(ev, "_CPU_BACKEND", request.param)
     return request.param
 
@@ -179,8 +192,8 @@ def test_long_codes_use_wide_distances(backend):
     np.testing.assert_allclose(r, R, atol=1e-12)
 
 
-def test_bigger_case_backends_agree_with_vectorised_reference():
-    """A few thousand items with heavy ties (12 bits): both paths equal a stable-argsort reference."""
+def test_bigger_case_backends_agree_with_vectorised_reference(monkeypatch):
+    """A few thousand items with heavy ties (12 bits): every path equals a stable-argsort reference."""
     rng = np.random.default_rng(3)
     nq, nd, bits, classes = 40, 3000, 12, 7
     Q = rng.choice([-1.0, 1.0], size=(nq, bits))
@@ -197,24 +210,184 @@ def test_bigger_case_backends_agree_with_vectorised_reference():
                 total += np.mean(np.arange(1, top.sum() + 1) / (np.flatnonzero(top) + 1.0))
         expected = total / nq
         got = {}
-        for name in ("numpy", "torch"):
-            ev._CPU_BACKEND = name
-            try:
-                got[name] = ev.mean_average_precision(Q, D, QL, DL, topk=topk, chunk_size=9)
-            finally:
-                ev._CPU_BACKEND = "numpy"
-        assert got["numpy"] == pytest.approx(expected, abs=1e-12)
-        assert got["torch"] == pytest.approx(expected, abs=1e-12)
+        for name in BACKENDS:
+            monkeypatch.setattr(ev, "_CPU_BACKEND", name)
+            got[name] = ev.mean_average_precision(Q, D, QL, DL, topk=topk, chunk_size=9)
+        for name in BACKENDS:
+            assert got[name] == pytest.approx(expected, abs=1e-12), name
     res = {}
-    for name in ("numpy", "torch"):
-        ev._CPU_BACKEND = name
-        try:
-            res[name] = ev.evaluate_codes(Q, D, QL, DL, metrics=ev.METRIC_NAMES, ns=(1, 10, 2999))
-        finally:
-            ev._CPU_BACKEND = "numpy"
-    assert json.dumps(res["numpy"]) and res["numpy"].keys() == res["torch"].keys()
-    np.testing.assert_allclose(res["numpy"]["pr_curve"]["precision"], res["torch"]["pr_curve"]["precision"])
-    assert res["numpy"]["precision_at"] == pytest.approx(res["torch"]["precision_at"], abs=1e-12)
+    for name in BACKENDS:
+        monkeypatch.setattr(ev, "_CPU_BACKEND", name)
+        res[name] = ev.evaluate_codes(Q, D, QL, DL, metrics=ev.METRIC_NAMES, ns=(1, 10, 2999))
+    assert json.dumps(res["numpy"])
+    for name in BACKENDS[1:]:
+        assert res[name].keys() == res["numpy"].keys()
+        for key in ("precision", "recall"):
+            np.testing.assert_allclose(res[name]["pr_curve"][key], res["numpy"]["pr_curve"][key], atol=1e-12)
+        assert res[name]["precision_at"] == pytest.approx(res["numpy"]["precision_at"], abs=1e-12)
+        assert res[name]["map"] == pytest.approx(res["numpy"]["map"], abs=1e-12)
+
+
+def _ref_numpy_dist(Q, D, QL, DL, topk, ns):
+    """Reference for bigger cases: numpy distances, then Python's sorted() on (distance, index)."""
+    nd, bits = len(D), Q.shape[1]
+    dist = (Q[:, None, :] != D[None, :, :]).sum(-1)
+    rel = (QL @ DL.T) > 0
+    k = nd if topk is None else min(topk, nd)
+    aps, p_at, prec, rec = [], {n: 0.0 for n in ns}, np.zeros(bits + 1), np.zeros(bits + 1)
+    for i in range(len(Q)):
+        order = sorted(range(nd), key=lambda j: (dist[i, j], j))
+        flags = [bool(rel[i, j]) for j in order]
+        hits, precs = 0, []
+        for p, f in enumerate(flags[:k], start=1):
+            if f:
+                hits += 1
+                precs.append(hits / p)
+        aps.append(sum(precs) / len(precs) if precs else 0.0)
+        for n in ns:
+            p_at[n] += sum(flags[: min(n, nd)]) / min(n, nd) / len(Q)
+        for r in range(bits + 1):
+            got = dist[i] <= r
+            good = int((got & rel[i]).sum())
+            prec[r] += good / got.sum() if got.any() else 0.0
+            rec[r] += good / rel[i].sum() if rel[i].any() else 0.0
+    return float(np.mean(aps)), p_at, prec / len(Q), rec / len(Q)
+
+
+@pytest.mark.parametrize(
+    "bits, nd, classes, multi, patterns",
+    [
+        (1, 130, 3, False, (1, 64)),  # ties everywhere, several 64-item blocks and a partial one
+        (4, 64, 2, False, (1, 64)),  # exactly one full block
+        (8, 333, 100, False, (65, 256)),  # 65..256 label patterns: two lookup tables
+        (13, 200, 7, True, (65, 256)),  # multi-label
+        (64, 400, 20, True, (257, 400)),  # > 256 label patterns, <= 64 classes: label words
+        (16, 300, 70, True, (257, 300)),  # > 256 patterns and > 64 classes: int32 pattern ids
+        (65, 192, 5, False, (1, 64)),  # two words per code
+        (128, 150, 10, False, (1, 64)),
+        (130, 140, 4, True, (1, 64)),  # three words per code
+        (300, 200, 6, False, (1, 64)),  # 16-bit distances
+    ],
+)
+def test_kernel_blocks_match_reference(bits, nd, classes, multi, patterns, backend):
+    """Databases of several 64-item blocks (the kernel's vector paths), with planted ties."""
+    rng = np.random.default_rng(bits * 1000 + nd)
+    nq = 6
+    Q = rng.choice([-1, 1], size=(nq, bits))
+    D = rng.choice([-1, 1], size=(nd, bits))
+    D[rng.integers(0, nd, 40)] = Q[rng.integers(0, nq, 40)]  # exact duplicates: distance 0 ties
+    D[rng.integers(0, nd, 20)] = D[rng.integers(0, nd, 20)]  # duplicate database rows
+    QL, DL = _labels(rng, nq, classes, multi), _labels(rng, nd, classes, multi)
+    if not multi:
+        QL[0] = 0
+        QL[0, classes - 1] = 1
+        DL[DL[:, classes - 1] == 1] = np.eye(classes, dtype=np.int64)[0]  # query 0: nothing relevant
+    assert patterns[0] <= len(np.unique(DL, axis=0)) <= patterns[1]
+    ns = (1, 5, nd // 2, nd, nd + 3)
+    chunk = [None, 1, 4][bits % 3]
+    for topk in (None, 1, 7, nd // 4, nd // 2, nd - 1, nd + 10):  # small k: the kernel's 2nd pass
+        m = _ref_numpy_dist(Q, D, QL, DL, topk, ())[0]
+        assert ev.mean_average_precision(Q, D, QL, DL, topk=topk, chunk_size=chunk) == pytest.approx(
+            m, abs=1e-12
+        ), topk
+    small = (1, 3, nd // 4)
+    p_small = _ref_numpy_dist(Q, D, QL, DL, None, small)[1]
+    assert ev.precision_at_n(Q, D, QL, DL, ns=small, chunk_size=chunk) == pytest.approx(p_small, abs=1e-12)
+    m, p_at, prec, rec = _ref_numpy_dist(Q, D, QL, DL, 5, ns)
+    res = ev.evaluate_codes(Q, D, QL, DL, metrics=ev.METRIC_NAMES, topk=5, ns=ns, radius=2, chunk_size=chunk)
+    assert res["map"] == pytest.approx(m, abs=1e-12)
+    assert res["precision_at"] == pytest.approx({str(n): v for n, v in p_at.items()}, abs=1e-12)
+    np.testing.assert_allclose(res["pr_curve"]["precision"], prec, atol=1e-12)
+    np.testing.assert_allclose(res["pr_curve"]["recall"], rec, atol=1e-12)
+    assert (res["precision_radius"]["precision"], res["precision_radius"]["recall"]) == pytest.approx(
+        (prec[min(2, bits)], rec[min(2, bits)]), abs=1e-12
+    )
+
+
+def test_portable_kernel_without_vector_extensions(monkeypatch, tmp_path):
+    """The kernel built without -march=native (plain C paths, no AVX-512) gives the same numbers."""
+    _kernel_or_skip()
+    monkeypatch.setenv("HASHKIT_CACHE", str(tmp_path))
+    lib = fastkernels._build(flag_sets=(("-O3",),))
+    assert lib is not None
+    monkeypatch.setattr(fastkernels, "_state", {"lib": lib})
+    monkeypatch.setattr(ev, "_CPU_BACKEND", "kernel")
+    cases = ((8, 333, 100, False), (65, 150, 20, True), (16, 400, 20, True), (300, 70, 3, False))
+    for bits, nd, classes, multi in cases:
+        rng = np.random.default_rng(bits)
+        Q, D = rng.choice([-1, 1], size=(5, bits)), rng.choice([-1, 1], size=(nd, bits))
+        D[rng.integers(0, nd, 30)] = Q[rng.integers(0, 5, 30)]
+        QL, DL = _labels(rng, 5, classes, multi), _labels(rng, nd, classes, multi)
+        ns = (3, nd // 2)
+        for topk in (None, 9):
+            m, p_at, prec, rec = _ref_numpy_dist(Q, D, QL, DL, topk, ns)
+            res = ev.evaluate_codes(Q, D, QL, DL, metrics=("map", "pr_curve", "precision_at"), topk=topk,
+                                    ns=ns)
+            assert res["map"] == pytest.approx(m, abs=1e-12)
+            assert res["precision_at"] == pytest.approx({str(n): v for n, v in p_at.items()}, abs=1e-12)
+            np.testing.assert_allclose(res["pr_curve"]["precision"], prec, atol=1e-12)
+            np.testing.assert_allclose(res["pr_curve"]["recall"], rec, atol=1e-12)
+            only_map = ev.mean_average_precision(Q, D, QL, DL, topk=topk)  # small k: two passes
+            assert only_map == pytest.approx(m, abs=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------
+# the compiled kernel: cache, fallback
+
+
+def test_kernel_is_the_default_cpu_path_when_available():
+    expect = "kernel" if fastkernels.load() is not None else "numpy"
+    assert ev._CPU_BACKEND == "auto" and ev._cpu_backend() == expect
+
+
+def test_no_kernels_env_forces_numpy_path(monkeypatch):
+    want = ev.mean_average_precision(HAND_Q, HAND_D, HAND_QL, HAND_DL)
+    monkeypatch.setenv(fastkernels.ENV_DISABLE, "1")
+    assert fastkernels.load() is None and ev._cpu_backend() == "numpy"
+    assert ev.mean_average_precision(HAND_Q, HAND_D, HAND_QL, HAND_DL) == want == pytest.approx(0.35)
+    monkeypatch.setattr(ev, "_CPU_BACKEND", "kernel")
+    with pytest.raises(RuntimeError, match="kernel is not available"):
+        ev.mean_average_precision(HAND_Q, HAND_D, HAND_QL, HAND_DL)
+
+
+def test_kernel_falls_back_without_compiler_or_on_build_failure(monkeypatch, tmp_path):
+    monkeypatch.setenv("HASHKIT_CACHE", str(tmp_path))
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(fastkernels, "_state", {})
+    monkeypatch.setattr(fastkernels.shutil, "which", lambda name: None)
+    assert fastkernels.load() is None  # no compiler
+    assert ev._cpu_backend() == "numpy"
+    assert ev.mean_average_precision(HAND_Q, HAND_D, HAND_QL, HAND_DL) == pytest.approx(0.35)
+    monkeypatch.undo()
+    monkeypatch.setenv("HASHKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(fastkernels, "_state", {})
+    monkeypatch.setattr(fastkernels, "SOURCE", "this is not C;\n")
+    if shutil.which("cc") or shutil.which("gcc") or shutil.which("clang"):
+        assert fastkernels.load() is None  # the compiler rejects the source
+        assert not list((tmp_path / "kernels").glob("*.so"))
+        assert not [p for p in (tmp_path / "kernels").iterdir() if p.name.startswith(".build")]
+
+
+def test_kernel_cache_concurrent_first_use(monkeypatch, tmp_path):
+    """Two threads building into an empty cache both succeed; one .so remains, reused afterwards."""
+    _kernel_or_skip()
+    monkeypatch.setenv("HASHKIT_CACHE", str(tmp_path))
+    with ThreadPoolExecutor(2) as pool:
+        libs = list(pool.map(lambda _: fastkernels._build(), range(2)))
+    assert all(lib is not None for lib in libs)
+    files = sorted(p.name for p in (tmp_path / "kernels").iterdir())
+    assert len(files) == 1 and files[0].endswith(".so"), files
+
+    def no_compile(*args):
+        raise AssertionError("the cached library should have been reused")
+
+    monkeypatch.setattr(fastkernels, "_compile", no_compile)
+    assert fastkernels._build() is not None
+    monkeypatch.undo()
+    monkeypatch.setenv("HASHKIT_CACHE", str(tmp_path))
+    (tmp_path / "kernels" / files[0]).write_bytes(b"truncated")  # a damaged cache entry is rebuilt
+    assert fastkernels._build() is not None
+    assert len(list((tmp_path / "kernels").iterdir())) == 1
 
 
 # ------------------------------------------------------------------------------------------------
