@@ -33,8 +33,8 @@ COMMON_FLAGS: dict[str, Flag] = {
     "lr": Flag(None, "learning rate of the backbone", float),
     "hash_lr_mult": Flag(None, "learning-rate multiplier of the new hash layer", float),
     "optimizer": Flag(None, "optimizer", str, ("adam", "sgd", "rmsprop")),
-    "weight_decay": Flag(1e-5, "weight decay", float),
-    "lr_schedule": Flag("constant", "learning-rate schedule over the epochs", str, ("constant", "cosine")),
+    "weight_decay": Flag(None, "weight decay", float),
+    "lr_schedule": Flag(None, "learning-rate schedule over the epochs", str, ("constant", "cosine")),
     "max_iter": Flag(None, "number of training epochs (outer iterations for ADSH/DIHN), as the seeds name it", int),
     "evaluate_interval": Flag(10, "evaluate every N epochs (and always after the last)", int),
     "topk": Flag(None, "mAP@k cut-off; 0 or absent = the dataset's default (CIFAR-10: ALL)", int),
@@ -43,6 +43,7 @@ COMMON_FLAGS: dict[str, Flag] = {
     "train_from": Flag(None, "fine-tune only the backbone stages from STAGE on (e.g. block11), on activations of the frozen stages before it computed once and cached on disk (--cache-dir); absent or 0 = full fine-tuning"),
     "freeze_backbone": Flag(False, "train only the hash layer on backbone features computed once and cached on disk (= --train-from after the last stage)", bool),
     "cached_flip": Flag(True, "with --train-from/--freeze-backbone: flip cached activations horizontally at random (augmentation)", bool),
+    "cached_views": Flag(0, "with --train-from: also cache N randomly cropped and flipped views of each training image once and train on a random one of the N+1 (experimental, image-level augmentation)", int),
     "cpu_recipe": Flag(False, "preset for a 2-core CPU: efficientnet_lite0 at 128 px, --train-from block11, 32 epochs, Adam lr 5e-4 cosine, hash layer lr 1e-3, batch 64; flags you set win", bool),
 }
 
@@ -53,13 +54,17 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
     "hash_lr_mult": 10.0,
     "optimizer": "adam",
     "max_iter": 50,
+    "weight_decay": 1e-5,
+    "lr_schedule": "constant",
 }
 
 
 def resolve_config(given: dict[str, Any]) -> dict[str, Any]:
     """Fill every unset (None) key from the method's seed defaults, then the global defaults."""
+    from hashkit.cached_pipeline import apply_cpu_recipe  # --cpu-recipe: its preset beats the method's defaults
+
     method_cls = METHODS.get(given["method"])
-    config = dict(given)
+    config = apply_cpu_recipe(dict(given))
     config["method"] = METHODS.canonical(given["method"])
     for key, value in {**GLOBAL_DEFAULTS, **method_cls.training_defaults}.items():
         if config.get(key) is None:
