@@ -245,14 +245,17 @@ def everywhere(ctx: DistContext, fn: Callable[[], T]) -> T:
     """``fn()`` on every rank; a user error on any rank stops every rank with the same message."""
     if not ctx.is_distributed:
         return fn()
-    result: Any = None
-    error: str | None = None
-    try:
-        result = fn()
-    except HashkitError as exc:
-        error = str(exc)
+    result, error = _attempt(fn)
     _agree_on_error(ctx, error)
     return result
+
+
+def _attempt(fn: Callable[[], T]) -> tuple[T | None, str | None]:
+    """``(fn(), None)``, or ``(None, message)`` for a user error, so that every rank can agree on it."""
+    try:
+        return fn(), None
+    except HashkitError as exc:
+        return None, str(exc)
 
 
 def local_main_first(ctx: DistContext, fn: Callable[[], T]) -> T:
@@ -261,19 +264,10 @@ def local_main_first(ctx: DistContext, fn: Callable[[], T]) -> T:
     rank stops every rank with the same message."""
     if not ctx.is_distributed:
         return fn()
-    result: Any = None
-    error: str | None = None
-    if ctx.local_rank == 0:
-        try:
-            result = fn()
-        except HashkitError as exc:
-            error = str(exc)
+    result, error = _attempt(fn) if ctx.local_rank == 0 else (None, None)
     _agree_on_error(ctx, error)
     if ctx.local_rank != 0:
-        try:
-            result = fn()
-        except HashkitError as exc:
-            error = str(exc)
+        result, error = _attempt(fn)
     _agree_on_error(ctx, error)
     return result
 
@@ -282,12 +276,6 @@ def main_only(ctx: DistContext, fn: Callable[[], T]) -> T | None:
     """``fn()`` on rank 0 only (e.g. preparing the output folder); its user error stops every rank."""
     if not ctx.is_distributed:
         return fn()
-    result: Any = None
-    error: str | None = None
-    if ctx.is_main:
-        try:
-            result = fn()
-        except HashkitError as exc:
-            error = str(exc)
+    result, error = _attempt(fn) if ctx.is_main else (None, None)
     _agree_on_error(ctx, error)
     return result

@@ -13,6 +13,8 @@ seeds), checkpoints it, and leaves a method file only its relaxation (:meth:`rel
 
 from __future__ import annotations
 
+import abc
+
 import math
 from typing import Any
 
@@ -97,9 +99,9 @@ class PairwiseMemoryMethod(HashingMethod):
         """The relaxed codes the loss works on (default: the network's outputs as they are)."""
         return outputs
 
+    @abc.abstractmethod
     def loss(self, codes: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        """Named loss terms of the batch's relaxed ``codes`` against :attr:`memory`."""
-        raise NotImplementedError(f"{type(self).__name__} must implement loss")
+        """Named loss terms of the batch's relaxed ``codes`` against :attr:`memory` (each method defines it)."""
 
     def observe(self, outputs: torch.Tensor, index: torch.Tensor) -> None:
         """Write the whole global batch's relaxed codes into the memory (under torchrun: every rank's part),

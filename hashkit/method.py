@@ -23,6 +23,7 @@ its loss is a mean over its batch and everything it keeps across steps is writte
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -60,7 +61,7 @@ class TrainingData:
     init_checkpoint: dict[str, Any] | None = None  # the checkpoint given with --from (DIHN starts from ADSH's)
 
 
-class HashingMethod:
+class HashingMethod(abc.ABC):
     """Base class: defaults that suit pairwise methods trained on the training split."""
 
     name: ClassVar[str] = ""
@@ -95,9 +96,9 @@ class HashingMethod:
         before :meth:`training_step` (a single process: its own batch; under torchrun: every rank's part,
         in rank order). Memory-based methods write their memory here so it stays the same on every rank."""
 
+    @abc.abstractmethod
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        """Named loss terms for one batch; their sum is minimised."""
-        raise NotImplementedError(f"{type(self).__name__} must implement training_step")
+        """Named loss terms for one batch; their sum is minimised (every method defines it)."""
 
     def on_epoch_end(self, epoch: int) -> None:
         """Called after each epoch's last step (alternating schemes update codes here)."""

@@ -16,7 +16,7 @@ CIFAR-10 (``../shared/data/cifar10-jpg.tar`` beside the repo unless ``--root``).
     .venv/bin/python scripts/bench_cifar10_cpu.py                         # everything (hours)
     .venv/bin/python scripts/bench_cifar10_cpu.py --methods dpsh --bits 32  # one run (~10 min + caching)
     .venv/bin/python scripts/bench_cifar10_cpu.py --num-query 100 --num-train 200 --num-database 500 \\
-        --set image_size=64 --set max_iter=2 --out /tmp/bench-smoke           # a smoke test in minutes
+        --set image_size=64 --set max_iter=2 --out runs/bench-smoke           # a smoke test in minutes
 """
 
 from __future__ import annotations
