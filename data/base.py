@@ -17,6 +17,9 @@ from PIL import Image, UnidentifiedImageError
 
 from hashkit.errors import HashkitError
 
+# File suffixes read as images wherever hashkit scans a folder (dataset trees, `hashkit encode --images`).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".gif", ".tif", ".tiff"})
+
 
 @dataclass
 class DataConfig:

@@ -31,12 +31,11 @@ from hashkit.errors import HashkitError
 from hashkit.paths import cache_root
 from hashkit.registry import DATASETS
 
-from .base import DataConfig, DatasetSplits, ImageCollection, one_hot
+from .base import IMAGE_SUFFIXES, DataConfig, DatasetSplits, ImageCollection, one_hot
 from .incremental import incremental_option
 from .splits import query_train_database
 
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"}
 OFFICIAL_ARCHIVE = "cifar-10-python.tar.gz"
 BATCH_FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]

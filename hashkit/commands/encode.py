@@ -10,9 +10,9 @@ from pathlib import Path
 from loguru import logger
 
 from hashkit.commands.common import HelpFormatter
+from hashkit.data.base import IMAGE_SUFFIXES
 from hashkit.errors import HashkitError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".gif", ".tif", ".tiff"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
