@@ -30,7 +30,8 @@ from tqdm import tqdm
 from hashkit.checkpoint import load_checkpoint
 from hashkit.data.base import ImageCollection, ImageDataset, load_rgb
 from hashkit.device import resolve_device
-from hashkit.model import binarize, build_model
+from hashkit.cached_pipeline import train_from_index
+from hashkit.model import binarize, build_model, mirror_averaged
 from hashkit.transforms import build_transform
 
 ImageLike = str | os.PathLike | Image.Image
@@ -45,6 +46,10 @@ class Hasher:
         self.identity = identity
         self.device = device
         self.transform = build_transform(model.backbone.input_spec, int(config["image_size"]), train=False)
+        # --encode-flip mirrors the input of the trained part: the image, or under --train-from the
+        # activations of the frozen stages (the same place the run's own evaluation mirrored).
+        self.encode_flip = bool(config.get("encode_flip"))
+        self.mirror_at = train_from_index(config, model) if self.encode_flip else 0
 
     @property
     def code_length(self) -> int:
@@ -59,11 +64,19 @@ class Hasher:
         codes = []
         with tqdm(total=len(collection), desc="encode", unit="img", leave=False, disable=not progress) as bar:
             for batch, _, _ in loader:
-                codes.append(binarize(self.model(batch.to(self.device))).to(torch.int8).cpu())
+                codes.append(binarize(self.outputs(batch.to(self.device))).to(torch.int8).cpu())
                 bar.update(len(batch))
         if not codes:
             return np.zeros((0, self.code_length), dtype=np.int8)
         return torch.cat(codes).numpy()
+
+    def outputs(self, images: torch.Tensor) -> torch.Tensor:
+        """The network's real-valued outputs for a batch of transformed images (flip-averaged if the run was)."""
+        if not self.encode_flip:
+            return self.model(images)
+        start = self.mirror_at
+        inputs = self.model.backbone[:start](images) if start else images
+        return mirror_averaged(lambda x: self.model(x, start=start), inputs)
 
 
 def load(checkpoint: str | os.PathLike, device: str | torch.device | None = None, gpu: int | None = None) -> Hasher:

@@ -44,7 +44,8 @@ COMMON_FLAGS: dict[str, Flag] = {
     "freeze_backbone": Flag(False, "train only the hash layer on backbone features computed once and cached on disk (= --train-from after the last stage)", bool),
     "cached_flip": Flag(True, "with --train-from/--freeze-backbone: flip cached activations horizontally at random (augmentation)", bool),
     "cached_views": Flag(0, "with --train-from: also cache N randomly cropped and flipped views of each training image once and train on a random one of the N+1 (experimental, image-level augmentation)", int),
-    "cpu_recipe": Flag(False, "preset for a 2-core CPU: efficientnet_lite0 at 128 px, --train-from block11, 32 epochs, Adam lr 5e-4 cosine, hash layer lr 1e-3, batch 64; flags you set win", bool),
+    "encode_flip": Flag(None, "encode each image as the mean of the network's outputs on its input and on the horizontal mirror of that input (the image; under --train-from the cached activations), then take the sign; default off, on under --cpu-recipe", bool),
+    "cpu_recipe": Flag(False, "preset for a 2-core CPU: efficientnet_lite0 at 128 px, --train-from block11, 32 epochs, Adam lr 5e-4 cosine, hash layer lr 1e-3, batch 64, --encode-flip (DHN: --lamda 0.1); flags you set win", bool),
 }
 
 GLOBAL_DEFAULTS: dict[str, Any] = {
@@ -56,6 +57,7 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
     "max_iter": 50,
     "weight_decay": 1e-5,
     "lr_schedule": "constant",
+    "encode_flip": False,
 }
 
 

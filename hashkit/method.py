@@ -69,6 +69,8 @@ class HashingMethod(abc.ABC):
     hyperparameters: ClassVar[dict[str, Hyper]] = {}
     # Defaults for common flags (lr, batch_size, max_iter, arch, …) that this method's paper/seed uses.
     training_defaults: ClassVar[dict[str, Any]] = {}
+    # What ``--cpu-recipe`` sets for this method beyond the shared preset (measured; flags you give win).
+    cpu_recipe_defaults: ClassVar[dict[str, Any]] = {}
     supervised: ClassVar[bool] = True
     training_split: ClassVar[str] = "train"  # which split the method trains on ("train" or "database")
     # True when training under torchrun gives the single-process gradient of the global batch: the loss is

@@ -6,6 +6,8 @@ own relaxation (tanh, tanh(βu), …) to u in their losses; sign is unaffected b
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -47,3 +49,15 @@ def check_code_length(code_length: int) -> None:
 def binarize(outputs: torch.Tensor) -> torch.Tensor:
     """sign with sign(0) = +1, as ±1 floats (the convention every method and the evaluator share)."""
     return torch.where(outputs >= 0, 1.0, -1.0).to(outputs.dtype if outputs.is_floating_point() else torch.float32)
+
+
+def mirror_averaged(network: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+    """``--encode-flip``: the mean of ``network`` on (n, C, H, W) ``inputs`` and on their left–right mirror.
+
+    Test-time flip averaging; on the CPU recipe it adds 0.005–0.006 mAP@ALL (CIFAR-10, 32 bits, README)."""
+    if inputs.dim() != 4:
+        raise HashkitError(
+            f"--encode-flip mirrors images or spatial activations, got inputs of shape {tuple(inputs.shape)} "
+            "(--freeze-backbone caches pooled features); drop --encode-flip or use --train-from"
+        )
+    return 0.5 * (network(inputs) + network(inputs.flip(-1)))

@@ -7,7 +7,7 @@ two calls, so the Trainer and evaluation never know which one they drive.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader
@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from hashkit.data.base import ImageCollection, ImageDataset
 from hashkit.method import Batch
-from hashkit.model import HashModel
+from hashkit.model import HashModel, mirror_averaged
 from hashkit.transforms import build_transform
 
 
@@ -30,6 +30,7 @@ class ImagePipeline:
         num_workers: int,
         device: torch.device,
         encode_batch_size: int | None = None,
+        encode_flip: bool = False,
     ) -> None:
         spec = model.backbone.input_spec
         self.model = model
@@ -40,6 +41,7 @@ class ImagePipeline:
         self.num_workers = num_workers
         self.device = device
         self.channels_last = model.backbone.arch.startswith("efficientnet")
+        self.encode_flip = encode_flip  # codes = sign(mean of the outputs on the image and its mirror)
 
     def _to_device(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
@@ -67,14 +69,15 @@ class ImagePipeline:
 
     def encode(self, images: ImageCollection, desc: str = "encode") -> torch.Tensor:
         """Real-valued outputs (n, code_length) for ``images`` in order, on the CPU (eval mode)."""
-        return self._run(images, self.model, self.model.code_length, desc)
+        network = (lambda x: mirror_averaged(self.model, x)) if self.encode_flip else self.model
+        return self._run(images, network, self.model.code_length, desc)
 
     def features(self, images: ImageCollection, desc: str = "features") -> torch.Tensor:
         """The backbone's features (n, feature_dim) for ``images`` (before the hash layer; eval mode)."""
         return self._run(images, self.model.backbone, self.model.backbone.feature_dim, desc)
 
     @torch.no_grad()
-    def _run(self, images: ImageCollection, network: torch.nn.Module, width: int, desc: str) -> torch.Tensor:
+    def _run(self, images: ImageCollection, network: Callable[[torch.Tensor], torch.Tensor], width: int, desc: str) -> torch.Tensor:
         was_training = self.model.training
         self.model.eval()
         loader = DataLoader(

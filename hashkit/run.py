@@ -51,6 +51,7 @@ def build_pipeline(config: dict[str, Any], model: HashModel, device: torch.devic
         batch_size=int(config["batch_size"]),
         num_workers=int(config["num_workers"]),
         device=device,
+        encode_flip=bool(config.get("encode_flip")),
     )
 
 
@@ -177,6 +178,11 @@ def _validate(config: dict[str, Any], ctx: DistContext) -> None:
             raise HashkitError(f"--{key.replace('_', '-')} must be at least 1, got {config[key]}")
     if int(config.get("num_workers") or 0) < 0:
         raise HashkitError(f"--num-workers must be 0 or more, got {config['num_workers']}")
+    if config.get("encode_flip") and config.get("freeze_backbone"):
+        raise HashkitError(
+            "--encode-flip mirrors images or spatial activations but --freeze-backbone caches pooled features; "
+            "pass --no-encode-flip, or --train-from STAGE instead of --freeze-backbone"
+        )
     if config.get("resume") and config.get("overwrite"):
         raise HashkitError("--resume continues the run in --out and --overwrite replaces it; pass only one of them")
     if ctx.is_distributed:

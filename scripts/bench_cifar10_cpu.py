@@ -13,8 +13,12 @@ CIFAR-10 (``../shared/data/cifar10-jpg.tar`` beside the repo unless ``--root``).
    7 seen classes) and an ADSH checkpoint trained on the seen classes, so its row is ADSH(seen) → DIHN
    on that protocol, reported apart (mAP over all queries; seen / new classes in the notes).
 
+Invocations accumulate in ``OUT/bench.json`` (cells and context rows of earlier ones are kept), so the
+table can be produced in chunks (``--methods``/``--bits``) and printed whole with ``--report-only``.
+
     .venv/bin/python scripts/bench_cifar10_cpu.py                         # everything (hours)
     .venv/bin/python scripts/bench_cifar10_cpu.py --methods dpsh --bits 32  # one run (~10 min + caching)
+    .venv/bin/python scripts/bench_cifar10_cpu.py --report-only             # the table of every chunk run so far
     .venv/bin/python scripts/bench_cifar10_cpu.py --num-query 100 --num-train 200 --num-database 500 \\
         --set image_size=64 --set max_iter=2 --out runs/bench-smoke           # a smoke test in minutes
 """
@@ -60,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="only measure caching variants on N images (threads, batch, workers, naive baseline) and exit")
     parser.add_argument("--no-context", action="store_true", help="skip the cosine / LSH context rows")
     parser.add_argument("--overwrite", action="store_true", help="retrain runs that already finished in --out")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: print the table of what bench.json in --out holds (every earlier invocation)")
     return parser.parse_args(argv)
 
 
@@ -241,6 +247,22 @@ def bench_method(method: str, bits: int, args: argparse.Namespace, out: Path) ->
     return cell
 
 
+def method_order(method: str) -> int:
+    from hashkit.registry import METHODS
+
+    names = METHODS.names()
+    return names.index(method) if method in names else len(names)
+
+
+def method_recipe_values(methods: list[str]) -> str:
+    """'; dhn: lamda=0.1' — what the recipe sets per method (HashingMethod.cpu_recipe_defaults)."""
+    from hashkit.registry import METHODS
+
+    parts = [f"{m}: " + ", ".join(f"{k}={v}" for k, v in METHODS.get(m).cpu_recipe_defaults.items())
+             for m in methods if METHODS.get(m).cpu_recipe_defaults]  # fmt: skip
+    return "; " + "; ".join(parts) if parts else ""
+
+
 def _sum(*values: float | None) -> float | None:
     return None if any(v is None for v in values) else sum(values)  # type: ignore[arg-type]
 
@@ -253,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    from hashkit.atomic import atomic_write_json
     from hashkit.config import resolve_config
     from hashkit.data.base import ImageCollection
     from hashkit.feature_cache import item_keys
@@ -268,6 +291,16 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    # Invocations accumulate in OUT/bench.json: cells and context rows of earlier ones are kept.
+    previous = load_summary(out / "bench.json")
+    cells: dict[str, dict[int, dict[str, Any]]] = previous.get("runs", {})
+    if args.report_only:  # no model, no data: the table of what earlier invocations measured
+        if not cells:
+            raise SystemExit(f"error: {out / 'bench.json'} holds no runs; run the benchmark into --out {out} first")
+        wanted = sorted({b for row in cells.values() for b in row})
+        print(render(previous["protocol"], previous["config"], previous["caching"], previous.get("context"), cells, wanted))
+        return 0
+
     # 1. The one-time caching, for every image of the protocol (the union of its splits).
     config = resolve_config(base_config(args, "dpsh", bits_list[0], out))
     splits = build_splits(config)
@@ -280,13 +313,18 @@ def main(argv: list[str] | None = None) -> int:
                "computed": pipeline.computed, "images": len(set(item_keys(union)))}  # fmt: skip
     caching["img_per_s"] = caching["computed"] / caching["seconds"] if caching["computed"] else None
     logger.info(f"caching: {caching}")
+    if not caching["computed"] and (previous.get("caching") or {}).get("computed"):
+        caching = previous["caching"]  # report the invocation that did the one-time caching
 
-    # 2. Context: the frozen features by cosine and by LSH.
-    context = None if args.no_context else context_rows(pipeline, splits, bits_list, args.seed)
+    # 2. Context: the frozen features by cosine and by LSH (for the bit lengths not measured before).
+    context = previous.get("context")
+    wanted = sorted({*bits_list, *(b for row in cells.values() for b in row)})
+    missing = [b for b in wanted if f"lsh{b}" not in (context or {})]
+    if not args.no_context and missing:
+        context = {**(context or {}), **context_rows(pipeline, splits, missing, args.seed)}
     del pipeline, model
 
     # 3. The runs.
-    cells: dict[str, dict[int, dict[str, Any]]] = {}
     for method in methods:
         for bits in bits_list:
             try:
@@ -295,23 +333,35 @@ def main(argv: list[str] | None = None) -> int:
                 logger.exception(f"{method} {bits} bits failed")
                 cells.setdefault(method, {})[bits] = {"map": None, "wall_s": None, "note": f"failed: {exc}"}
             summary = {"config": {k: config.get(k) for k in ("arch", "image_size", "train_from", "max_iter", "lr",
-                       "hash_lr_mult", "lr_schedule", "batch_size", "weight_decay", "optimizer", "seed")},
+                       "hash_lr_mult", "lr_schedule", "batch_size", "weight_decay", "optimizer", "encode_flip", "seed")}
+                       | {"threads": torch.get_num_threads()},
                        "protocol": splits.protocol, "caching": caching, "context": context, "runs": cells}  # fmt: skip
-            (out / "bench.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    print(render(splits.protocol, config, caching, context, cells, bits_list))
+            atomic_write_json(out / "bench.json", json.loads(json.dumps(summary, default=str)))
+    print(render(splits.protocol, {**config, "threads": torch.get_num_threads()}, caching, context, cells,
+                 sorted({b for row in cells.values() for b in row})))
     return 0
+
+
+def load_summary(path: Path) -> dict[str, Any]:
+    """An earlier invocation's bench.json (bit lengths back to ints), or {} when there is none."""
+    if not path.exists():
+        return {}
+    summary = json.loads(path.read_text())
+    summary["runs"] = {m: {int(b): cell for b, cell in row.items()} for m, row in summary.get("runs", {}).items()}
+    return summary
 
 
 def render(protocol: str, config: dict[str, Any], caching: dict[str, Any], context: dict[str, Any] | None,
            cells: dict[str, dict[int, dict[str, Any]]], bits_list: list[int]) -> str:  # fmt: skip
     """The markdown report: mAP table, wall-time table, notes."""
-    threads = torch.get_num_threads()
+    threads = config.get("threads") or "?"
     lines = [
-        f"## CIFAR-10 on the CPU ({threads} threads), --cpu-recipe",
+        f"## CIFAR-10 on the CPU ({threads} torch threads), --cpu-recipe",
         "",
         f"Protocol: {protocol}. Recipe: {config['arch']} at {config['image_size']} px, train from "
         f"{config['train_from']}, {config['max_iter']} epochs, {config['optimizer']} lr {config['lr']} "
-        f"({config['lr_schedule']}), hash layer ×{config['hash_lr_mult']}, batch {config['batch_size']}.",
+        f"({config['lr_schedule']}), hash layer ×{config['hash_lr_mult']}, batch {config['batch_size']}"
+        f"{', flip-averaged encoding' if config.get('encode_flip') else ''}{method_recipe_values(list(cells))}.",
         "",
         f"One-time caching: {caching['computed']} of {caching['images']} images computed in "
         f"{minutes(caching['seconds'])} min"
@@ -320,12 +370,14 @@ def render(protocol: str, config: dict[str, Any], caching: dict[str, Any], conte
         "| mAP@ALL | " + " | ".join(f"{b} bits" for b in bits_list) + " |",
         "|---|" + "---|" * len(bits_list),
     ]
+    cells = {m: cells[m] for m in sorted(cells, key=method_order)}
     for method, row in cells.items():
         values = [row.get(b, {}).get("map") for b in bits_list]
         lines.append(f"| {method} | " + " | ".join("–" if v is None else f"{v:.4f}" for v in values) + " |")
     if context:
         lines.append("| *cosine, frozen real-valued features* | " + " | ".join(f"{context['cosine']:.4f}" for _ in bits_list) + " |")
-        lines.append("| *LSH on the frozen features* | " + " | ".join(f"{context[f'lsh{b}']:.4f}" for b in bits_list) + " |")
+        lsh = [context.get(f"lsh{b}") for b in bits_list]
+        lines.append("| *LSH on the frozen features* | " + " | ".join("–" if v is None else f"{v:.4f}" for v in lsh) + " |")
     lines += ["", "| wall time per run, min (CPU-min) | " + " | ".join(f"{b} bits" for b in bits_list) + " |", "|---|" + "---|" * len(bits_list)]
     for method, row in cells.items():
         lines.append(f"| {method} | " + " | ".join(
@@ -333,7 +385,7 @@ def render(protocol: str, config: dict[str, Any], caching: dict[str, Any], conte
             + (" reused" if row.get(b, {}).get("reused") else "") for b in bits_list) + " |")  # fmt: skip
     notes = [f"- {m} {b} bits: {c['note']}" for m, row in cells.items() for b, c in row.items() if c.get("note")]
     if context:
-        notes.append(f"- context rows computed from the cache in {minutes(context['seconds'])} min")
+        notes.append(f"- context rows computed from the cache in {minutes(context.get('seconds'))} min")
     if notes:
         lines += ["", "Notes:", *notes]
     return "\n".join(lines)

@@ -194,6 +194,8 @@ def test_flag_and_folder_mistakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         (["--arch", "nosuch"], "unknown arch 'nosuch'; valid archs: alexnet, efficientnet_lite0, resnet50, vgg16"),
         (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
         (["--gpu", "0"], "--gpu 0 was given but this machine has no usable CUDA GPU; drop --gpu"),
+        (["--freeze-backbone", "--encode-flip"], "--encode-flip mirrors images or spatial activations but "
+         "--freeze-backbone caches pooled features; pass --no-encode-flip, or --train-from STAGE instead of --freeze-backbone"),
     ]
     later = [
         (["--num-train", "0"], "--num-train must be positive, got 0"),  # an empty split

@@ -230,6 +230,20 @@ def test_class_num_alias_and_seed_defaults_resolve() -> None:
     assert config["evaluate_interval"] == 10
 
 
+def test_cpu_recipe_sets_dhn_lamda_unless_the_user_did() -> None:
+    from hashkit.cli import build_parser
+    from hashkit.commands.common import namespace_config
+    from hashkit.config import resolve_config
+
+    def config_of(*argv: str) -> dict:
+        return resolve_config(namespace_config(build_parser().parse_args(["train", *argv])))
+
+    assert config_of("--method", "dhn", "--cpu-recipe")["lamda"] == 0.1  # measured: 0.69 vs 0.62 with λ = 1
+    assert config_of("--method", "dhn", "--cpu-recipe", "--lamda", "1")["lamda"] == 1.0  # the user's value wins
+    assert config_of("--method", "dhn")["lamda"] == 1.0  # without the recipe: the seed's default
+    assert "lamda" not in config_of("--method", "dpsh", "--cpu-recipe")
+
+
 # ---------------------------------------------------------------- real CIFAR-10, small CPU runs
 
 # One setting for the three memory-based methods: 500 training images, 100 queries, 500 database

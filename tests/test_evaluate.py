@@ -8,7 +8,10 @@ hashkit.evaluate module docstring.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -384,10 +387,16 @@ def test_kernel_cache_concurrent_first_use(monkeypatch, tmp_path):
     monkeypatch.setattr(fastkernels, "_compile", no_compile)
     assert fastkernels._build() is not None
     monkeypatch.undo()
-    monkeypatch.setenv("HASHKIT_CACHE", str(tmp_path))
-    (tmp_path / "kernels" / files[0]).write_bytes(b"truncated")  # a damaged cache entry is rebuilt
-    assert fastkernels._build() is not None
-    assert len(list((tmp_path / "kernels").iterdir())) == 1
+    # A damaged cache entry is rebuilt. This process has the library mapped (and dlopen would hand back
+    # that handle for the same path), so the damage goes into a new file and a fresh process loads it;
+    # truncating the mapped file in place would crash this process with SIGBUS.
+    damaged = tmp_path / "kernels" / files[0]
+    damaged.unlink()
+    damaged.write_bytes(b"truncated")
+    probe = "from hashkit import fastkernels; import sys; sys.exit(0 if fastkernels._build() is not None else 3)"
+    env = {**os.environ, "HASHKIT_CACHE": str(tmp_path)}
+    assert subprocess.run([sys.executable, "-c", probe], env=env, timeout=300).returncode == 0
+    assert [p.name for p in (tmp_path / "kernels").iterdir()] == files and damaged.stat().st_size > 1000
 
 
 # ------------------------------------------------------------------------------------------------

@@ -149,6 +149,11 @@ def test_train_from_and_the_cpu_recipe(pretrained_state) -> None:
     mine = resolve_config(apply_cpu_recipe({"method": "dpsh", "cpu_recipe": True, "lr": 3e-4, "max_iter": 8}))
     assert (mine["lr"], mine["max_iter"], mine["evaluate_interval"]) == (3e-4, 8, 8)
     assert resolve_config(apply_cpu_recipe({"method": "dpsh"}))["arch"] == "alexnet"  # no recipe: untouched
+    assert config["encode_flip"] is True and resolve_config({"method": "dpsh"})["encode_flip"] is False
+    # --freeze-backbone under the recipe: pooled features, so neither --train-from nor --encode-flip.
+    frozen = resolve_config(apply_cpu_recipe({"method": "dpsh", "cpu_recipe": True, "freeze_backbone": True}))
+    assert (frozen.get("train_from"), frozen["encode_flip"], frozen["image_size"]) == (None, False, 128)
+    assert train_from_index(frozen, model) == n
 
 
 # ---------------------------------------------------------------- reuse and corruption
@@ -286,6 +291,42 @@ def test_flip_augments_cached_activations(pretrained_state, tmp_path) -> None:
     assert torch.equal(again.inputs, batch.inputs)  # the generator decides: runs are reproducible
 
 
+def test_encode_flip_averages_outputs_on_the_input_and_its_mirror(pretrained_state, tmp_path) -> None:
+    from hashkit.api import Hasher
+
+    images = pixel_images(6, seed=2)
+    mirrored = ImageCollection(images.labels, pixels=images.pixels[:, :, ::-1].copy(), source="toy-mirrored")
+    model = make_model(pretrained_state).eval()
+    full = ImagePipeline(model, image_size=SIZE, batch_size=8, num_workers=0, device=CPU, encode_flip=True)
+    x = torch.stack([full.eval_transform(images.load(i)) for i in range(len(images))])
+    with torch.no_grad():  # the obvious reference: the whole network on the image and on its mirror
+        want = 0.5 * (model(x) + model(x.flip(-1)))
+    torch.testing.assert_close(full.encode(images), want, rtol=1e-5, atol=1e-5)
+    plain = ImagePipeline(model, image_size=SIZE, batch_size=8, num_workers=0, device=CPU).encode(images)
+    assert (plain - want).abs().max() > 1e-3  # off by default, and the averaging does change outputs
+    torch.testing.assert_close(full.encode(mirrored), full.encode(images), rtol=1e-5, atol=1e-5)  # mirror-invariant
+
+    # Under --train-from the mirror is taken of the cached activations the trained stages see.
+    cached = pipeline(model, 12, tmp_path, flip=False, encode_flip=True)
+    acts = cached.activations(images).float()
+    with torch.no_grad():
+        want_cached = 0.5 * (model(acts, start=12) + model(acts.flip(-1), start=12))
+    torch.testing.assert_close(cached.encode(images), want_cached, rtol=1e-5, atol=1e-5)
+
+    # hashkit.load(...).encode mirrors at the same place as the run's own evaluation.
+    for config, reference in (({"train_from": None}, want), ({"train_from": "block11"}, want_cached)):
+        hasher = Hasher(model, {"image_size": SIZE, "encode_flip": True, **config}, {}, CPU)
+        with torch.no_grad():
+            got = hasher.outputs(x)
+        scale = 2e-2 if config["train_from"] else 1e-5  # the cache holds float16 activations
+        torch.testing.assert_close(got, reference, rtol=0, atol=scale * float(reference.abs().max()))
+    with torch.no_grad():
+        assert torch.equal(Hasher(model, {"image_size": SIZE}, {}, CPU).outputs(x), model(x))
+
+    with pytest.raises(HashkitError, match="--encode-flip"):
+        pipeline(model, len(model.backbone), tmp_path, encode_flip=True).encode(images)
+
+
 # ---------------------------------------------------------------- training keeps the prefix frozen
 
 
@@ -328,6 +369,7 @@ def test_train_then_evaluate_reproduces_the_map_on_real_cifar10(cifar_tar, hashk
     })  # fmt: skip
     result = train(config)
     assert result["status"] == "finished" and result["config"]["train_from"] == "block11"
+    assert result["config"]["encode_flip"] is True  # the recipe's flip-averaged encoding, reproduced below
     folder = next((hashkit_cache / "features" / "cifar10").glob("efficientnet_lite0-block11-32px-*"))
     assert sum(1 for _ in folder.glob("shard-*")) >= 1
 

@@ -23,6 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--gpu", type=int, default=None, help="evaluate on cuda:N (default: CPU)")
     parser.add_argument("--batch-size", type=int, default=None, help="encoding batch size (default: the checkpoint's)")
     parser.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default: the checkpoint's)")
+    parser.add_argument("--encode-flip", action=argparse.BooleanOptionalAction, default=None,
+                        help="encode as the mean of the outputs on each input and its mirror (default: as the run did)")
     add_data_arguments(parser, for_evaluate=True)
     return parser
 
