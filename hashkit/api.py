@@ -31,7 +31,7 @@ from hashkit.checkpoint import load_checkpoint
 from hashkit.data.base import ImageCollection, ImageDataset, load_rgb
 from hashkit.device import resolve_device
 from hashkit.cached_pipeline import train_from_index
-from hashkit.model import binarize, build_model, mirror_averaged
+from hashkit.model import binarize, build_model
 from hashkit.transforms import build_transform
 
 ImageLike = str | os.PathLike | Image.Image
@@ -72,11 +72,9 @@ class Hasher:
 
     def outputs(self, images: torch.Tensor) -> torch.Tensor:
         """The network's real-valued outputs for a batch of transformed images (flip-averaged if the run was)."""
-        if not self.encode_flip:
-            return self.model(images)
         start = self.mirror_at
         inputs = self.model.backbone[:start](images) if start else images
-        return mirror_averaged(lambda x: self.model(x, start=start), inputs)
+        return self.model.encode_outputs(inputs, start=start, flip=self.encode_flip)
 
 
 def load(checkpoint: str | os.PathLike, device: str | torch.device | None = None, gpu: int | None = None) -> Hasher:

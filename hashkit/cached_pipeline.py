@@ -30,7 +30,7 @@ from hashkit.feature_cache import (
     view_keys,
 )
 from hashkit.method import Batch
-from hashkit.model import HashModel, mirror_averaged
+from hashkit.model import HashModel
 from hashkit.paths import cache_root
 
 # --cpu-recipe: EfficientNet-Lite0 at 128 px, blocks 0–10 frozen and cached, blocks 11–15 + hash layer
@@ -71,9 +71,9 @@ def apply_cpu_recipe(config: dict[str, Any]) -> dict[str, Any]:
     # rules out the recipe's --train-from and --encode-flip (there is nothing spatial to mirror).
     skipped = {"train_from", "encode_flip"} if config.get("freeze_backbone") else set()
     for key, value in CPU_RECIPE.items():
-        flag = COMMON_FLAGS.get(key)
         if key in skipped:
             continue
+        flag = COMMON_FLAGS.get(key)
         if out.get(key) is None or (flag is not None and out.get(key) == flag.default):
             out[key] = value
     if "evaluate_interval" in CPU_RECIPE and out.get("evaluate_interval") == CPU_RECIPE["evaluate_interval"]:
@@ -242,10 +242,7 @@ class CachedPipeline:
 
     def encode(self, images: ImageCollection, desc: str = "encode") -> torch.Tensor:
         """Real-valued outputs (n, code_length) for ``images`` in order, on the CPU (eval mode)."""
-        def suffix(x: torch.Tensor) -> torch.Tensor:
-            return self.model(x, start=self.start)
-
-        network = (lambda x: mirror_averaged(suffix, x)) if self.encode_flip else suffix
+        network = lambda x: self.model.encode_outputs(x, start=self.start, flip=self.encode_flip)  # noqa: E731
         return self._run(images, network, self.model.code_length, desc)
 
     def features(self, images: ImageCollection, desc: str = "features") -> torch.Tensor:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from hashkit.data.base import ImageCollection, ImageDataset
 from hashkit.method import Batch
-from hashkit.model import HashModel, mirror_averaged
+from hashkit.model import HashModel
 from hashkit.transforms import build_transform
 
 
@@ -69,7 +69,7 @@ class ImagePipeline:
 
     def encode(self, images: ImageCollection, desc: str = "encode") -> torch.Tensor:
         """Real-valued outputs (n, code_length) for ``images`` in order, on the CPU (eval mode)."""
-        network = (lambda x: mirror_averaged(self.model, x)) if self.encode_flip else self.model
+        network = lambda x: self.model.encode_outputs(x, flip=self.encode_flip)  # noqa: E731
         return self._run(images, network, self.model.code_length, desc)
 
     def features(self, images: ImageCollection, desc: str = "features") -> torch.Tensor:
