@@ -18,8 +18,10 @@ setup(
     long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["hashkit", "hashkit.backbones", "hashkit.methods", "hashkit.data"],
+    packages=["hashkit", "hashkit.backbones", "hashkit.methods", "hashkit.data", "hashkit.hamming", "hashkit.index"],
     package_dir={"hashkit.methods": "methods", "hashkit.data": "data"},
+    # the C source of the compiled Hamming kernels, built on first use (hashkit/hamming/kernel.py)
+    package_data={"hashkit.hamming": ["*.c"]},
     install_requires=[
         "torch==2.14.1",
         "torchvision==0.29.1",
