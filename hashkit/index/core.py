@@ -20,7 +20,9 @@ import numpy as np
 
 from hashkit.atomic import atomic_write_json
 from hashkit.errors import HashkitError
-from hashkit.hamming import word_columns
+from hashkit.hamming import packed_to_words, word_columns
+from hashkit.hamming.mih import MihTables
+from hashkit.index import mih as _mih
 from hashkit.index.convert import as_packed
 from hashkit.index.faiss_engine import faiss_knn, faiss_range, import_faiss
 from hashkit.index import native as _native
@@ -47,10 +49,12 @@ from hashkit.index.storage import (
     _short,
     _write_segment,
     _writer_lock,
+    segment_files,
 )
 from hashkit.index.torch_engine import torch_knn, torch_range
 
-BACKENDS = ("native", "torch", "faiss", "faiss-hash")
+BACKENDS = ("native", "torch", "faiss", "mih", "faiss-hash")
+KNN_BACKENDS = ("native", "torch", "faiss", "mih")  # faiss-hash: range_search only
 
 
 class Index:
@@ -60,9 +64,14 @@ class Index:
     concurrent ``add``; one writer at a time per directory (enforced with a lock file).
     """
 
-    def __init__(self, path: Path, manifest: dict, segments: list[_Segment], mmap: bool) -> None:
+    def __init__(
+        self, path: Path, manifest: dict, segments: list[_Segment], mmap: bool, verify: bool = True
+    ) -> None:
         """Internal: use :meth:`create` or :meth:`open`."""
         self.path = Path(path)
+        self._verify = verify  # sha256-check files read later (MIH tables) as open() did
+        self._mih_cache: dict[str, tuple[MihTables, np.ndarray]] = {}
+        self.mih_visited: np.ndarray | None = None  # per query of the last mih search: codes compared
         self._manifest = manifest
         self._segments = segments
         self._mmap = mmap
@@ -127,7 +136,7 @@ class Index:
         do_verify = verify if verify is not None else (not mmap or total <= VERIFY_ON_OPEN_BYTES)
         nbytes = manifest["bytes_per_code"]
         segments = [_load_segment(path, entry, nbytes, mmap, do_verify) for entry in manifest["segments"]]
-        return cls(path, manifest, segments, mmap)
+        return cls(path, manifest, segments, mmap, do_verify)
 
     # ---- properties ---------------------------------------------------------------------------
 
@@ -231,7 +240,7 @@ class Index:
             manifest.update(generation=gen, updated=_now(), segments=[entry])
             self._commit(manifest, [entry])
             for old in on_disk["segments"]:
-                for f in old["files"].values():
+                for f in segment_files(old):
                     with contextlib.suppress(OSError):
                         (self.path / f["file"]).unlink()
         self._manifest = manifest
@@ -253,6 +262,8 @@ class Index:
                 except OSError as exc:
                     raise HashkitError(f"cannot read index file {fpath}: {exc.strerror or exc}") from exc
                 _check_digest(fpath, h.hexdigest(), f["sha256"])
+            if _mih.is_fresh(segment.entry, self.bits):
+                _mih.load_tables(self.path, segment.entry, self.bits, True, True)
             _check_offsets(self.path / segment.entry["files"]["offsets"]["file"], segment, full=True)
 
     # ---- reading ------------------------------------------------------------------------------
@@ -289,7 +300,9 @@ class Index:
 
         Rows are sorted by (distance, position). Columns beyond ``len(self)`` hold D = I = -1.
         ``backend``: "native" (CPU, ``threads`` = cores by default), "torch" (``device``, default
-        cuda if available), "faiss" (IndexBinaryFlat; identical results, codes copied into RAM).
+        cuda if available), "faiss" (IndexBinaryFlat; identical results, codes copied into RAM),
+        "mih" (multi-index hashing, sub-linear and exact; tables built on first use, see
+        :meth:`build_mih`).
         """
         q = as_packed(query_codes, self.bits, what="query codes", packed=packed)
         k = _check_count(k, "k")
@@ -304,6 +317,8 @@ class Index:
             d, i = native_knn(q, self._word_blocks, kk, self.bits, threads)
         elif backend == "torch":
             d, i = torch_knn(q, self._packed_blocks, kk, self.bits, device)
+        elif backend == "mih":
+            d, i, self.mih_visited = _mih.knn_segments(self._mih_parts(), q, kk, threads)
         else:
             d, i = faiss_knn(self._faiss_flat(), q, kk, n, threads)
         D[:, :kk] = d
@@ -321,7 +336,8 @@ class Index:
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """All items within Hamming distance ``radius`` (inclusive) of each query: a list of (D, I).
 
-        Each pair is sorted by (distance, position). ``backend="faiss-hash"`` uses faiss
+        Each pair is sorted by (distance, position). ``backend="mih"``: hashkit's multi-index
+        hashing tables (exact, sub-linear for small radii); ``backend="faiss-hash"`` uses faiss
         IndexBinaryMultiHash with radius + 1 hash tables (exact, fast for small radii).
         """
         q = as_packed(query_codes, self.bits, what="query codes", packed=packed)
@@ -337,10 +353,81 @@ class Index:
             rows, pos, dist = native_range(q, self._word_blocks, radius, self.bits, threads)
         elif backend == "torch":
             rows, pos, dist = torch_range(q, self._packed_blocks, radius, self.bits, device)
+        elif backend == "mih":
+            rows, pos, dist = _mih.range_segments(self._mih_parts(), q, radius, threads)
         else:
             fidx = self._faiss_flat() if backend == "faiss" else self._faiss_multihash(radius)
             rows, pos, dist = faiss_range(fidx, q, radius, threads)
         return group_sorted(rows, pos, dist, nq)
+
+    # ---- multi-index hashing ------------------------------------------------------------------
+
+    def build_mih(self, force: bool = False) -> int:
+        """Build the multi-index hashing tables of every segment that lacks fresh ones (all with
+        ``force``), store them beside the segments and list them in the manifest (atomic).
+
+        Returns the number of segments whose tables were built. ``search``/``range_search`` with
+        ``backend="mih"`` call this on first use; call it after :meth:`add` / :meth:`compact` to pay
+        the build time up front. Tables whose format or codes changed (stale) are rebuilt.
+        """
+        with _writer_lock(self.path):
+            on_disk = self._check_unchanged()
+            _remove_orphans(self.path, on_disk)
+            entries, built = [], 0
+            for entry, segment in zip(on_disk["segments"], self._segments):
+                if not force and _mih.is_fresh(entry, self.bits):
+                    entries.append(entry)
+                    continue
+                tables = _mih.build(segment.codes, self.bits)
+                entry = {**entry, "mih": _mih.write_tables(self.path, entry, tables)}
+                entries.append(entry)
+                self._mih_cache[entry["name"]] = (tables, self._segment_words(segment))
+                built += 1
+            if not built:
+                return 0
+            manifest = dict(on_disk)
+            manifest.update(generation=int(on_disk["generation"]) + 1, updated=_now(), segments=entries)
+            self._commit(manifest, [])
+            for old, new in zip(on_disk["segments"], entries):  # replaced (stale) tables
+                if isinstance(old.get("mih"), dict) and old["mih"].get("file") != new["mih"]["file"]:
+                    with contextlib.suppress(OSError, TypeError):
+                        (self.path / old["mih"]["file"]).unlink()
+        self._manifest = manifest
+        for segment, entry in zip(self._segments, entries):
+            segment.entry = entry
+        return built
+
+    def _mih_parts(self) -> list[tuple[int, MihTables, np.ndarray]]:
+        """(first position, tables, uint64 words) of every segment, building missing/stale tables.
+
+        Tables are written to disk when the index is writable; otherwise (another writer holds the
+        lock, read-only folder) they are built in memory for this Index object, with a warning.
+        """
+        if any(not _mih.is_fresh(s.entry, self.bits) for s in self._segments):
+            try:
+                self.build_mih()
+            except HashkitError as exc:
+                from loguru import logger
+
+                logger.warning(f"MIH tables of {self.path} could not be stored ({exc}); building them in memory")
+                for segment in self._segments:
+                    if not _mih.is_fresh(segment.entry, self.bits) and segment.entry["name"] not in self._mih_cache:
+                        self._mih_cache[segment.entry["name"]] = (
+                            _mih.build(segment.codes, self.bits), self._segment_words(segment))
+        parts = []
+        for segment, start in zip(self._segments, self._starts.tolist()):
+            name = segment.entry["name"]
+            if name not in self._mih_cache:
+                tables = _mih.load_tables(self.path, segment.entry, self.bits, self._mmap, self._verify)
+                self._mih_cache[name] = (tables, self._segment_words(segment))
+            tables, words = self._mih_cache[name]
+            parts.append((start, tables, words))
+        return parts
+
+    @staticmethod
+    def _segment_words(segment: _Segment) -> np.ndarray:
+        """A segment's codes as (n, W) native uint64 words (a view for 64-bit codes)."""
+        return np.ascontiguousarray(packed_to_words(np.asarray(segment.codes)))
 
     # ---- internals ----------------------------------------------------------------------------
 
@@ -348,6 +435,9 @@ class Index:
         counts = [s.count for s in self._segments]
         self._starts = np.cumsum([0] + counts[:-1]).astype(np.int64) if counts else np.zeros(0, np.int64)
         self._faiss_cache.clear()
+        live = {s.entry["name"] for s in self._segments}
+        for name in [n for n in getattr(self, "_mih_cache", {}) if n not in live]:
+            del self._mih_cache[name]
 
     def _id_at(self, pos: int) -> str | None:
         if pos == -1:
@@ -449,7 +539,7 @@ def _check_count(value: Any, name: str) -> int:
 
 
 def _check_backend(backend: str, device: Any, knn: bool) -> str:
-    allowed = BACKENDS[:3] if knn else BACKENDS
+    allowed = KNN_BACKENDS if knn else BACKENDS
     if backend not in allowed:
         raise HashkitError(f"unknown search backend {backend!r}; choose one of {', '.join(allowed)}")
     if device is not None and backend != "torch":

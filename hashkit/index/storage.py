@@ -221,9 +221,18 @@ def _load_segment(root: Path, entry: dict, nbytes: int, mmap: bool, verify: bool
     return segment
 
 
+def segment_files(entry: dict) -> list[dict]:
+    """Every file entry a segment lists: codes, offsets, ids, and its MIH tables when it has them."""
+    files = list(entry["files"].values())
+    mih = entry.get("mih")
+    if isinstance(mih, dict) and isinstance(mih.get("file"), str):
+        files.append(mih)
+    return files
+
+
 def _remove_orphans(root: Path, manifest: dict) -> None:
     """Delete files left by killed writers: segments the manifest does not list, temp files."""
-    listed = {f["file"] for seg in manifest["segments"] for f in seg["files"].values()}
+    listed = {f["file"] for seg in manifest["segments"] for f in segment_files(seg)}
     for p in root.iterdir():
         name = p.name
         orphan = name.startswith("seg-") and name not in listed
