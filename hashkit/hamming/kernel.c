@@ -551,4 +551,23 @@ void hk_mih_build(const uint32_t *keys, int64_t n, int32_t s, uint32_t *off, uin
   off[0] = 0;
 }
 
-int hk_mih_abi_version(void) { return 1; }
+/* Value of the substring [a, a + s) (code bit order: bit 0 = MSB of byte 0) of each of n codes given
+   as native little-endian uint64 words (n, W): byte-swapping a word gives the code's bits MSB first. */
+void hk_mih_keys(const uint64_t *db, int64_t n, int32_t W, int32_t a, int32_t s, uint32_t *keys) {
+  int wi = a / 64, off = a % 64;
+  uint64_t mask = s >= 64 ? ~0ULL : ((1ULL << s) - 1);
+  if (off + s <= 64) {
+    int sh = 64 - off - s;
+    for (int64_t p = 0; p < n; p++) keys[p] = (uint32_t)((__builtin_bswap64(db[p * W + wi]) >> sh) & mask);
+  } else {
+    int low = off + s - 64;
+    uint64_t himask = (1ULL << (64 - off)) - 1;
+    for (int64_t p = 0; p < n; p++) {
+      uint64_t hi = __builtin_bswap64(db[p * W + wi]) & himask;
+      uint64_t lo = __builtin_bswap64(db[p * W + wi + 1]);
+      keys[p] = (uint32_t)((hi << low) | (lo >> (64 - low)));
+    }
+  }
+}
+
+int hk_mih_abi_version(void) { return 2; }

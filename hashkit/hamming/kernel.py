@@ -130,7 +130,7 @@ def _build(flag_sets: tuple[tuple[str, ...], ...] = FLAG_SETS) -> ctypes.CDLL | 
                 logger.debug(f"hashkit kernels: building/loading {target} failed ({exc})")
         if lib is None:
             continue
-        if lib.hk_abi_version() != 2 or lib.hk_mih_abi_version() != 1:
+        if lib.hk_abi_version() != 2 or lib.hk_mih_abi_version() != 2:
             continue
         fn = lib.hk_eval_rows
         p = ctypes.c_void_p
@@ -144,6 +144,8 @@ def _build(flag_sets: tuple[tuple[str, ...], ...] = FLAG_SETS) -> ctypes.CDLL | 
         lib.hk_mih_range.restype = ctypes.c_int64
         lib.hk_mih_build.argtypes = [p, i64, i32, p, p]
         lib.hk_mih_build.restype = None
+        lib.hk_mih_keys.argtypes = [p, i64, i32, i32, i32, p]
+        lib.hk_mih_keys.restype = None
         logger.debug(f"hashkit kernels: loaded {target} ({' '.join(flags)})")
         return lib
     logger.debug("hashkit kernels: compilation failed; using the numpy path")

@@ -36,6 +36,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -153,15 +154,18 @@ def build_tables(packed: np.ndarray, bits: int, m: int | None = None) -> MihTabl
         raise HashkitError(f"MIH substrings of {widths[0]} bits are too wide (at most 32); use m >= {-(-bits // 32)}")
     tab = np.empty(MihTables.size_entries(n, widths), np.uint32)
     starts = tuple(int(x) for x in np.cumsum((0,) + widths[:-1]))
-    lib = kernel.load()
+    lib = kernel.load() if sys.byteorder == "little" else None  # hk_mih_keys reads little-endian words
+    words = np.ascontiguousarray(packed_to_words(packed)) if lib is not None else None
+    keys = np.empty(n, np.uint32)
     at = 0
     for j, s in enumerate(widths):
-        keys = np.ascontiguousarray(substring_keys(packed, (starts[j],), (s,))[:, 0])
         off = tab[at : at + (1 << s) + 1]
         perm = tab[at + (1 << s) + 1 : at + (1 << s) + 1 + n]
         if lib is not None:
+            lib.hk_mih_keys(words.ctypes.data, n, words.shape[1], starts[j], s, keys.ctypes.data)
             lib.hk_mih_build(keys.ctypes.data, n, s, off.ctypes.data, perm.ctypes.data)
         else:
+            keys = np.ascontiguousarray(substring_keys(packed, (starts[j],), (s,))[:, 0])
             off[0] = 0
             np.cumsum(np.bincount(keys, minlength=1 << s), out=off[1:], dtype=np.uint32)
             perm[:] = np.argsort(keys, kind="stable")
