@@ -216,6 +216,13 @@ def _validate(config: dict[str, Any], ctx: DistContext) -> None:
                 f"state would differ between processes; run it as one process (hashkit train …, --gpu N for a GPU)"
                 f"{'; methods that can: ' + ', '.join(able) if able else ''}"
             )
+        for key, value in method_cls.distributed_flags.items():
+            if not same_setting(key, config.get(key), value):
+                raise HashkitError(
+                    f"--method {config['method']} with {flag_name(key)} {config.get(key)} cannot train under torchrun "
+                    f"({ctx.world_size} processes): its loss couples items across the processes' parts of the batch; "
+                    f"pass {flag_name(key)} {value}, or run it as one process"
+                )
         distributed.check_batch_size(ctx, int(config["batch_size"]))
 
 
