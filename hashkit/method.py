@@ -76,6 +76,10 @@ class HashingMethod(abc.ABC):
     # True when training under torchrun gives the single-process gradient of the global batch: the loss is
     # a mean over the batch and state kept across steps is updated in ``observe`` (see hashkit.distributed).
     supports_distributed: ClassVar[bool] = False
+    # The activation the model applies after its hash layer (``--hash-activation``; set by the run from the
+    # config). Methods whose seed loss works on tanh(u) use :meth:`tanh_outputs`, which applies tanh exactly
+    # once whether the model already did or not (sign(tanh u) = sign u, so codes are the same either way).
+    hash_activation: str = "none"
 
     def __init__(self, code_length: int, hparams: dict[str, Any], device: torch.device) -> None:
         self.code_length = code_length
@@ -85,6 +89,11 @@ class HashingMethod(abc.ABC):
 
     def setup(self, data: TrainingData) -> None:
         """Precompute whatever the method needs over the training split (default: nothing)."""
+
+    def tanh_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
+        """tanh(u) of the hash layer's output u: ``outputs`` itself when the model applies tanh already
+        (``hash_activation`` "tanh"), else ``torch.tanh(outputs)``."""
+        return outputs if self.hash_activation == "tanh" else torch.tanh(outputs)
 
     def epoch_indices(self, epoch: int, generator: torch.Generator) -> torch.Tensor | None:
         """Positions in the training split to visit this epoch, in order; None = all, shuffled."""

@@ -1,40 +1,47 @@
 """DHN — Deep Hashing Network for Efficient Similarity Retrieval (Zhu, Long, Wang, Cao, AAAI 2016).
 
 The paper's MAP objective C = L + λQ: a pairwise cross-entropy L (the negative log-likelihood of the
-pairwise logistic model p(s_ij | u_i, u_j) = σ(θ_ij)) plus a pairwise quantization term Q, the negative
+pairwise logistic model p(s_ij | h_i, h_j) = σ(θ_ij)) plus a pairwise quantization term Q, the negative
 log of a bimodal Laplacian prior that pulls every coordinate of the relaxed code to ±1, made smooth with
-|x| ≈ log cosh x. (Equation numbers are not cited: the AAAI-16 PDF could not be checked here.) Over the
-pairs between the batch and a memory U of the whole training split (hashkit.memory):
+|x| ≈ log cosh x. (Equation numbers are not cited: the AAAI-16 PDF could not be checked here.) As the
+seed (TreezzZ/DHN_PyTorch ``dhn.py`` ``DHNLoss`` and ``models/alexnet.py``), over the pairs of the batch:
 
-    L = mean_{i ∈ batch, j ∈ train} [ log(1 + e^{θ_ij}) − s_ij θ_ij ],     θ_ij = ½ u_iᵀ u_j
-    Q = mean_{i ∈ batch, k ≤ bits} log cosh(|u_ik| − 1)
+    h = tanh(u)                                                  (the seed's network ends in tanh)
+    L = mean_{i, j ∈ batch} [ log(1 + e^{θ_ij}) − s_ij θ_ij ],     θ_ij = ½ h_iᵀ h_j
+    Q = mean_{i ∈ batch, k ≤ bits} log cosh(|h_ik| − 1)
     loss = L + λ Q
 
-* θ = ½ uᵢᵀuⱼ as in the seed (TreezzZ/DHN_PyTorch, ``theta = H @ H.t() / 2``) and the authors'
-  TensorFlow release (thulab/DeepHash, ``alpha = 0.5``); ½uᵢᵀuⱼ = bits/2 − Hamming distance for ±1 codes.
-* Relaxation: none. The seed feeds the hash layer's linear outputs u straight into both terms (no tanh);
-  Q is what keeps |u| near 1. Codes are sign(u).
-* Normalisation as the seed: L is the mean over pairs, Q the mean over the batch's entries. The seed
-  multiplies λ into the likelihood term as well (``log(1+e^{−|λθ|}) + max(θ,0) − λSθ``); that is not the
-  paper's loss and coincides with it at the seed's default λ = 1, which is what is implemented here.
-* Pairs: the seed pairs the batch with itself; hashkit (as DeepHash-pytorch's DHN.py) pairs it with the
-  memory of the whole training split, like DPSH, so each step sees b × n pairs.
+* Relaxation: tanh. The seed's AlexNet applies ``torch.tanh`` after its hash layer, so both terms act on
+  h = tanh(u); codes are sign(u) = sign(h). With ``--hash-activation tanh`` (the seed recipe) the model
+  applies it, otherwise the loss does (:meth:`HashingMethod.tanh_outputs`): tanh is applied exactly once.
+* θ = ½ hᵢᵀhⱼ as the seed (``theta = H @ H.t() / 2``) and the authors' TensorFlow release
+  (thulab/DeepHash, ``alpha = 0.5``).
+* Pairs (``--pairs``): ``batch`` (default, the seed) — every ordered pair of the batch, i = j included,
+  s from ``targets @ targets.t() > 0``, gradients through both codes of a pair; ``memory`` — the batch
+  against a memory of the whole training split's (detached) codes, b × n pairs a step, as
+  DeepHash-pytorch's DHN.py (hashkit's earlier default; it trains under torchrun, ``batch`` does not).
+* Normalisation as the seed: L is the mean over pairs, Q the mean over the batch's b × bits entries.
+  The seed multiplies λ into the likelihood as well (``log(1+e^{−|λθ|}) + max(θ,0) − λSθ``); that is not
+  the paper's loss and coincides with it at the seed's λ = 1, which is what is implemented here.
 * Multi-label: s_ij = 1 when the two items share at least one label.
 
-Hyper-parameters: ``--lamda`` λ = 1 (seed default; seed spelling), the weight of Q.
-Training defaults (seed): AlexNet, batch 256 and lr 1e-5 (README), 500 epochs (``--max-iter``, the
-project's seed setting; the README/run.py versions stored publicly default to 100), RMSprop (dhn.py), one
-learning rate for every layer (``--hash-lr-mult 1``); the seed's weight decay 5e-4 and
-cosine decay to lr/100 are ``--weight-decay 5e-4 --lr-schedule cosine`` (hashkit's cosine decays to 0).
+Hyper-parameters: ``--lamda`` λ = 1 (seed default; seed spelling), the weight of Q; ``--pairs`` batch.
+Seed recipe (TreezzZ/DHN_PyTorch run.py/dhn.py): AlexNet with a tanh hash layer, batch 256, RMSprop
+lr 1e-5 on every layer, weight decay 5e-4, ``CosineAnnealingLR(T_max = epochs, eta_min = lr/100)``
+stepped per epoch, 500 epochs, RandomResizedCrop(224) + flip / Resize(256) + CenterCrop(224).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as torch_dist
 
+from hashkit.errors import HashkitError
 from hashkit.memory import PairwiseMemoryMethod, log_cosh, pairwise_nll
-from hashkit.method import Batch, Hyper
+from hashkit.method import Batch, Hyper, TrainingData, similarity
 from hashkit.registry import METHODS
+
+PAIRINGS = ("batch", "memory")
 
 
 @METHODS.register("dhn")
@@ -42,7 +49,11 @@ class DHN(PairwiseMemoryMethod):
     name = "dhn"
     paper = "Zhu, Long, Wang, Cao. Deep Hashing Network for Efficient Similarity Retrieval. AAAI 2016"
     hyperparameters = {
-        "lamda": Hyper(1.0, "weight λ of DHN's smooth quantization term Σ log cosh(|u|−1) (paper's C = L + λQ)"),
+        "lamda": Hyper(1.0, "weight λ of DHN's smooth quantization term Σ log cosh(|h|−1) (paper's C = L + λQ)"),
+        "pairs": Hyper(
+            "batch", "batch: the pairs within the batch (seed); memory: the batch against a memory of the "
+            "training split's codes (trains under torchrun)", str,
+        ),
     }
     training_defaults = {
         "arch": "alexnet",
@@ -56,14 +67,33 @@ class DHN(PairwiseMemoryMethod):
     # 0.6924 (λ 0.1), 0.6827 (λ 0.03) — scripts/bench_cifar10_cpu.py --methods dhn --set lamda=…
     cpu_recipe_defaults = {"lamda": 0.1}
 
+    def setup(self, data: TrainingData) -> None:
+        pairs = self.hparams["pairs"]
+        if pairs not in PAIRINGS:
+            raise HashkitError(f"--pairs {pairs!r} is unknown; valid: {', '.join(PAIRINGS)}")
+        if pairs == "batch" and torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
+            raise HashkitError(
+                "dhn --pairs batch couples every pair of the global batch, which torchrun splits between "
+                "processes; pass --pairs memory under torchrun (or train as one process)"
+            )
+        super().setup(data)
+
+    def relax(self, outputs: torch.Tensor) -> torch.Tensor:
+        """h = tanh(u), applied once (by the model under ``--hash-activation tanh``, else here)."""
+        return self.tanh_outputs(outputs)
+
     def loss(self, codes: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        if self.hparams["pairs"] == "batch":
+            labels = batch.labels.to(codes.dtype)
+            return dhn_loss(codes, similarity(labels, labels), codes, self.hparams["lamda"])
         return dhn_loss(codes, self.memory.similarity(batch.labels), self.memory.U, self.hparams["lamda"])
 
 
-def dhn_loss(u: torch.Tensor, s: torch.Tensor, memory_u: torch.Tensor, lamda: float) -> dict[str, torch.Tensor]:
-    """DHN's pairwise cross-entropy (mean over the b × n pairs) and λ × smooth quantization (mean over
-    the batch's b × bits entries) for batch codes ``u`` (b, bits) against ``memory_u`` (n, bits)."""
-    theta = 0.5 * u @ memory_u.t().to(u.dtype)
-    likelihood = pairwise_nll(theta, s.to(u.dtype)).mean()
-    quantization = lamda * log_cosh(u.abs() - 1.0).mean()
+def dhn_loss(h: torch.Tensor, s: torch.Tensor, other_h: torch.Tensor, lamda: float) -> dict[str, torch.Tensor]:
+    """DHN's pairwise cross-entropy (mean over the b × m pairs) and λ × smooth quantization (mean over
+    the batch's b × bits entries) for relaxed batch codes ``h`` (b, bits) against ``other_h`` (m, bits):
+    the batch itself (the seed) or the memory."""
+    theta = 0.5 * h @ other_h.t().to(h.dtype)
+    likelihood = pairwise_nll(theta, s.to(h.dtype)).mean()
+    quantization = lamda * log_cosh(h.abs() - 1.0).mean()
     return {"likelihood": likelihood, "quantization": quantization}
