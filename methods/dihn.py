@@ -73,7 +73,7 @@ class DIHN(ADSH):
         self.V = torch.cat([old.to(self.device), new])
 
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        u = torch.tanh(outputs)
+        u = self.tanh_outputs(outputs)  # the seed's tanh hash layer, applied once
         self.U[self.slot[batch.index.cpu()].to(self.device)] = u.detach().to(self.U.dtype)
         s = soft_similarity(batch.labels, self.labels, self.ratio)
         return dihn_loss(u, s, self.V, self.V[batch.index], self.hparams["gamma"], self.hparams["mu"], self.code_length)

@@ -171,9 +171,10 @@ def pseudo_similarity(features: torch.Tensor, fit: DistanceFit) -> torch.Tensor:
     return s
 
 
-def ssdh_loss(outputs: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """Eq. 2 relaxed: (1/b²) Σ_ij |S_ij| (tanh(u_i)ᵀ tanh(u_j) / r − S_ij)² over the batch pairs."""
-    h = torch.tanh(outputs)
+def ssdh_loss(outputs: torch.Tensor, s: torch.Tensor, activated: bool = False) -> torch.Tensor:
+    """Eq. 2 relaxed: (1/b²) Σ_ij |S_ij| (h_iᵀ h_j / r − S_ij)² over the batch pairs, h = tanh(u)
+    (``outputs`` = u, or h itself when ``activated``: the model's tanh hash layer, as the seed's)."""
+    h = outputs if activated else torch.tanh(outputs)
     inner = h @ h.t() / h.shape[1]
     s = s.to(outputs.dtype)
     return (s.abs() * (inner - s).pow(2)).sum() / (outputs.shape[0] ** 2)
@@ -246,7 +247,7 @@ class SSDH(HashingMethod):
             raise RuntimeError("SSDH.training_step before setup")
         index = batch.index.to(self.S.device)
         s = self.S[index[:, None], index[None, :]].to(outputs.device)
-        return {"pairwise": ssdh_loss(outputs, s)}
+        return {"pairwise": ssdh_loss(outputs, s, activated=self.hash_activation == "tanh")}
 
     def state_dict(self) -> dict[str, Any]:
         if self.fit is None or self.pair_counts is None:
