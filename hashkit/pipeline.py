@@ -31,11 +31,13 @@ class ImagePipeline:
         device: torch.device,
         encode_batch_size: int | None = None,
         encode_flip: bool = False,
+        train_transform: str | None = None,
+        test_transform: str | None = None,
     ) -> None:
         spec = model.backbone.input_spec
         self.model = model
-        self.train_transform = build_transform(spec, image_size, train=True)
-        self.eval_transform = build_transform(spec, image_size, train=False)
+        self.train_transform = build_transform(spec, image_size, train=True, name=train_transform)
+        self.eval_transform = build_transform(spec, image_size, train=False, name=test_transform)
         self.batch_size = batch_size
         self.encode_batch_size = encode_batch_size or max(batch_size, 128)
         self.num_workers = num_workers
@@ -45,7 +47,7 @@ class ImagePipeline:
 
     def _to_device(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last and images.dim() == 4 else images
 
     def train_batches(
         self, train: ImageCollection, order: torch.Tensor, generator: torch.Generator
