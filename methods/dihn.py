@@ -44,6 +44,12 @@ class DIHN(ADSH):
         **ADSH.hyperparameters,
         "mu": Hyper(50.0, "weight μ of DIHN's correlation term μ Σ tanh(F(x_i))ᵀ1 (IIE-MR/DIHN seed)"),
     }
+    recipes = {
+        # IIE-MR/DIHN dihn.py / run.py: as its ADSH, with ExponentialLR(0.91) stepped before each outer
+        # iteration (iteration k at 1e-4 · 0.91^(k+1) = 9.1e-5 · 0.91^k) and μ 50.
+        "seed": {**ADSH.recipes["seed"], "lr": 9.1e-5, "lr_gamma": 0.91, "mu": 50.0},
+        "cpu": dict(ADSH.recipes["cpu"]),
+    }
     training_defaults = dict(ADSH.training_defaults)
     training_split = "database"  # the whole database: original + incremental
 

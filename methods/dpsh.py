@@ -46,10 +46,34 @@ class DPSH(PairwiseMemoryMethod):
             "(TreezzZ seed); sum: both sums / (batch × training-set size) (jiangqy/DPSH-pytorch)", str,
         ),
     }
+    recipes = {
+        # TreezzZ/DPSH_PyTorch dpsh.py / run.py / models/alexnet.py / data/transform.py (commit 5961d82).
+        "seed": {
+            "arch": "alexnet",
+            "optimizer": "rmsprop",
+            "lr": 1e-5,
+            "hash_lr_mult": 1.0,  # RMSprop(model.parameters(), …): one lr for every layer
+            "weight_decay": 1e-5,
+            "momentum": 0.0,
+            "lr_schedule": "cosine",  # CosineAnnealingLR(optimizer, max_iter, 1e-7), stepped after each epoch
+            "lr_eta_min": 1e-7,
+            "lr_interval": "epoch",
+            "batch_size": 512,
+            "max_iter": 150,
+        "train_transform": "resized_crop_flip",
+        "test_transform": "center_crop",
+        "image_size": 224,
+            "hash_activation": "none",  # the hash layer's linear output
+            "hash_init_std": None,  # torch's default Linear init
+            "eta": 10.0,
+            "normalization": "seed",
+        },
+        # The seed's η = 10 with the seed normalisation weighs the quantisation ≈156× more than the old sum
+        # form the CPU recipe was tuned with (η 10 there ≈ η 0.064 here); measured in README "The CPU recipe".
+        "cpu": {"eta": 0.1},
+    }
     training_defaults = {"lr": 1e-5, "batch_size": 512, "max_iter": 150, "arch": "alexnet"}
-    # The seed's η = 10 with the seed normalisation weighs the quantisation ≈156× more than the old sum form
-    # the CPU recipe was tuned with (η 10 there ≈ η 0.064 here); measured in README "The CPU recipe".
-    cpu_recipe_defaults = {"eta": 0.1}
+    cpu_recipe_defaults = recipes["cpu"]
 
     def loss(self, codes: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         assert self.memory.labels is not None

@@ -83,6 +83,34 @@ class HashNet(PairwiseMemoryMethod):
             "batch against a memory of the training split's codes (trains under torchrun)", str,
         ),
     }
+    recipes = {
+        # thuml/HashNet pytorch/README.md (command), src/train.py (config), src/network.py, src/test.py.
+        "seed": {
+            "arch": "resnet50",
+            "optimizer": "sgd",
+            "lr": 3e-4,
+            "hash_lr_mult": 10.0,  # parameter groups: feature layers lr 1, hash layer lr 10 (× init_lr)
+            "weight_decay": 5e-4,
+            "momentum": 0.9,
+            "nesterov": True,
+            "lr_schedule": "step",  # step_lr_scheduler: init_lr · 0.5^(iter // 2000), set before each step
+            "lr_gamma": 0.5,
+            "lr_step_size": 2000,
+            "lr_interval": "step",
+            "batch_size": 72,  # two loaders of 36
+            "max_iter": 72,  # 10,000 steps of 72 over the 10,000 training images of ImageNet100 / COCO
+        "train_transform": "resized_crop_flip",
+        "test_transform": "center_crop",
+        "image_size": 224,
+            "hash_activation": "none",  # its loss applies tanh(βu) (continuation)
+            "hash_init_std": 0.01,  # hash_layer.weight.data.normal_(0, 0.01); bias 0
+            "adaptive_weights": 0,
+            "balance_weight": 1.0,
+            "pairs": "split",
+        },
+        # The CPU table's HashNet row was measured with the paper's adaptive weights against the memory.
+        "cpu": {"adaptive_weights": 1, "pairs": "memory"},
+    }
     training_defaults = {
         "arch": "resnet50",
         "hash_lr_mult": 10.0,
@@ -91,6 +119,7 @@ class HashNet(PairwiseMemoryMethod):
         "max_iter": 72,
         "optimizer": "sgd",
     }
+    cpu_recipe_defaults = recipes["cpu"]
 
     def __init__(self, code_length: int, hparams: dict[str, Any], device: torch.device) -> None:
         super().__init__(code_length, hparams, device)

@@ -190,6 +190,32 @@ class SSDH(HashingMethod):
         "alpha": Hyper(2.0, "similar pairs have distance < m − α·σ_l (paper eq. 1)"),
         "beta": Hyper(2.0, "dissimilar pairs have distance > m + β·σ_r (paper eq. 1)"),
     }
+    recipes = {
+        # TreezzZ/SSDH_PyTorch ssdh.py / run.py / model_loader.py / data/transform.py.
+        "seed": {
+            "arch": "vgg16",
+            "optimizer": "sgd",
+            "lr": 1e-3,
+            "hash_lr_mult": 1.0,
+            "weight_decay": 1e-5,
+            "momentum": 0.9,
+            "nesterov": False,
+            "lr_schedule": "constant",
+            "lr_interval": "epoch",
+            "batch_size": 24,
+            "max_iter": 50,
+            "topk": 5000,
+        "train_transform": "resized_crop_flip",
+        "test_transform": "center_crop",
+        "image_size": 224,
+            "hash_activation": "tanh",  # hash_layer = Sequential(ReLU, Linear, Tanh)
+            "hash_head": "relu_linear",  # on VGG16 classifier[:-3]: fc7 before its ReLU
+            "hash_init_std": None,
+            "alpha": 2.0,
+            "beta": 2.0,
+        },
+        "cpu": {"hash_activation": "tanh"},
+    }
     training_defaults = {
         "arch": "vgg16",
         "batch_size": 24,

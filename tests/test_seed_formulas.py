@@ -265,3 +265,57 @@ def test_ssdh_loss_is_the_seeds(model_tanh: bool) -> None:
     loss = total(method.training_step(inputs, Batch(torch.zeros(4), torch.zeros(4, 1), index)))
     expected = seed_ssdh(torch.tanh(y), s_all[index][:, index].double(), bits)
     assert loss.item() == pytest.approx(expected.item(), abs=TOL)
+
+
+# ---------------------------------------------------------------- learning rate per epoch / step
+
+def seed_cosine(k: int, lr: float, t_max: int, eta_min: float) -> float:
+    """CosineAnnealingLR's closed form, stepped after each epoch as the DPSH and DHN seeds do."""
+    import math
+
+    return eta_min + (lr - eta_min) * (1 + math.cos(math.pi * k / t_max)) / 2
+
+
+SEED_LR = {
+    # method: (per-interval lr of the backbone group as the seed computes it, intervals checked, hash lr ×)
+    "dpsh": (lambda k: seed_cosine(k, 1e-5, 150, 1e-7), 6, 1.0),
+    "dhn": (lambda k: seed_cosine(k, 1e-5, 500, 1e-5 / 100), 6, 1.0),
+    # step_lr_scheduler(init_lr 3e-4, gamma 0.5, step 2000) set before step i: 3e-4 · 0.5^(i // 2000)
+    "hashnet": (lambda i: 3e-4 * 0.5 ** (i // 2000), 4002, 10.0),
+    # ExponentialLR stepped before each outer iteration k: 1e-4 · γ^(k+1)
+    "adsh": (lambda k: 1e-4 * 0.9 ** (k + 1), 6, 1.0),
+    "dihn": (lambda k: 1e-4 * 0.91 ** (k + 1), 6, 1.0),
+    "ssdh": (lambda k: 1e-3, 6, 1.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEED_LR))
+def test_seed_recipe_lr_schedule_is_the_seeds(name: str) -> None:
+    """The seed recipe's optimiser and scheduler (torch's, built by the Trainer's functions) give the seed's
+    learning rate in every interval checked (epochs; HashNet: steps across two halvings), for both groups."""
+    from collections import OrderedDict
+
+    from torch import nn
+
+    from hashkit.backbones.base import Backbone, InputSpec
+    from hashkit.model import HashModel
+    from hashkit.registry import METHODS
+    from hashkit.trainer import build_optimizer, build_scheduler
+
+    recipe = dict(METHODS.get(name).recipes["seed"])
+    seed_lr, intervals, head_mult = SEED_LR[name]
+    spec = InputSpec(mean=(0.0,) * 3, std=(1.0,) * 3, interpolation="bilinear", default_size=8)
+    backbone = Backbone(OrderedDict(pool=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))), feature_dim=3,
+                        input_spec=spec, arch="toy")
+    model = HashModel(backbone, 4)
+    model.backbone.register_parameter("w", nn.Parameter(torch.zeros(1)))  # a backbone group too
+    optimizer = build_optimizer(model, recipe)
+    scheduler = build_scheduler(optimizer, recipe, steps_per_epoch=70)
+    assert recipe["hash_lr_mult"] == head_mult
+    for k in range(intervals):
+        if k < 6 or k in (1999, 2000, 2001, 3999, 4000, 4001):
+            body, head = (group["lr"] for group in optimizer.param_groups)
+            assert body == pytest.approx(seed_lr(k), rel=1e-9), k
+            assert head == pytest.approx(seed_lr(k) * head_mult, rel=1e-9), k
+        optimizer.step()
+        scheduler.step()
