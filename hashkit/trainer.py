@@ -78,7 +78,7 @@ class Trainer:
         self.global_batch = int(pipeline.batch_size)  # --batch-size: the global batch under torchrun too
         self.train_set = getattr(splits, method.training_split)
         self.optimizer = build_optimizer(model, config)
-        self.step_scheduler = (config.get("lr_interval") or "epoch") == "step"  # else once per epoch
+        self.step_scheduler = schedule_steps_per_batch(config)  # else once per epoch
         self.scheduler = build_scheduler(self.optimizer, config, self._steps_per_epoch())
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
@@ -113,7 +113,7 @@ class Trainer:
         checkpoint of the last finished epoch; ``hashkit train … --resume`` continues from it."""
         config = self.config
         max_iter = int(config["max_iter"])
-        interval = max(1, int(config["evaluate_interval"]))
+        interval = int(config["evaluate_interval"]) or max_iter  # 0: only after the last epoch
         main = self.dist.is_main
         if main:
             self._write_result("running")
@@ -535,3 +535,8 @@ def build_scheduler(
             raise HashkitError(f"--lr-schedule step needs --lr-step-size N ≥ 1 ({interval}s), got {step_size}")
         return schedulers.StepLR(optimizer, step_size=int(step_size), gamma=gamma)
     return schedulers.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def schedule_steps_per_batch(config: dict[str, Any]) -> bool:
+    """True when the scheduler steps after every optimisation step (``--lr-interval step``), else per epoch."""
+    return (config.get("lr_interval") or "epoch") == "step"

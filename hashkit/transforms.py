@@ -54,20 +54,6 @@ def check_transform_name(name: str | None, train: bool) -> str:
     return name
 
 
-def transform_steps(name: str | None, image_size: int, train: bool) -> list[str]:
-    """The named transform's steps as readable strings (e.g. ``["RandomResizedCrop(224)", …]``), for the
-    dry run and the README; ToTensor and Normalize (the backbone's mean/std) follow every one."""
-    name = check_transform_name(name, train)
-    size, resize = int(image_size), crop_resize(int(image_size))
-    return {
-        "resize_flip": [f"Resize(({size}, {size}))", "RandomHorizontalFlip()"],
-        "resized_crop_flip": [f"RandomResizedCrop({size})", "RandomHorizontalFlip()"],
-        "resize": [f"Resize(({size}, {size}))"],
-        "center_crop": [f"Resize({resize})", f"CenterCrop({size})"],
-        "ten_crop": [f"Resize({resize})", f"TenCrop({size})"],
-    }[name] + ["ToTensor()", "Normalize(mean, std)"]
-
-
 def build_transform(
     input_spec, image_size: int, train: bool, name: str | None = None
 ) -> Callable[[Image.Image], torch.Tensor]:

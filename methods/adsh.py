@@ -75,9 +75,9 @@ class ADSH(HashingMethod):
             "lr_interval": "epoch",  # one epoch = one outer iteration
             "batch_size": 64,
             "max_iter": 50,
-        "train_transform": "resized_crop_flip",
-        "test_transform": "center_crop",
-        "image_size": 224,
+            "train_transform": "resized_crop_flip",
+            "test_transform": "center_crop",
+            "image_size": 224,
             "hash_activation": "tanh",  # hash_layer = Sequential(Linear, Tanh)
             "hash_init_std": None,
             "gamma": 200.0,
@@ -86,15 +86,8 @@ class ADSH(HashingMethod):
         },
         "cpu": {"hash_activation": "tanh"},
     }
-    training_defaults = {
-        "lr": 1e-4,
-        "batch_size": 64,
-        "max_iter": 50,
-        "arch": "alexnet",
-        "optimizer": "adam",
-        "hash_lr_mult": 1.0,
-    }
     training_split = "database"
+    epoch_is_outer_iteration = True
 
     # Rows [num_frozen, num_codes) of V are learned; rows < num_frozen are fixed (DIHN's original codes).
     num_frozen: int = 0

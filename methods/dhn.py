@@ -69,9 +69,9 @@ class DHN(PairwiseMemoryMethod):
             "lr_interval": "epoch",
             "batch_size": 256,
             "max_iter": 500,
-        "train_transform": "resized_crop_flip",
-        "test_transform": "center_crop",
-        "image_size": 224,
+            "train_transform": "resized_crop_flip",
+            "test_transform": "center_crop",
+            "image_size": 224,
             "hash_activation": "tanh",  # x = torch.tanh(hash_layer(x))
             "hash_init_std": None,
             "lamda": 1.0,
@@ -81,15 +81,6 @@ class DHN(PairwiseMemoryMethod):
         # mAP@ALL 0.6221 (λ 1), 0.6924 (λ 0.1), 0.6827 (λ 0.03) — scripts/bench_cifar10_cpu.py --set lamda=…
         "cpu": {"lamda": 0.1, "hash_activation": "tanh"},
     }
-    training_defaults = {
-        "arch": "alexnet",
-        "batch_size": 256,
-        "lr": 1e-5,
-        "max_iter": 500,
-        "optimizer": "rmsprop",
-        "hash_lr_mult": 1.0,
-    }
-    cpu_recipe_defaults = {"lamda": 0.1}
 
     def setup(self, data: TrainingData) -> None:
         pairs = self.hparams["pairs"]

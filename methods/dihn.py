@@ -33,6 +33,8 @@ from hashkit.errors import HashkitError
 from hashkit.method import Batch, Hyper, TrainingData
 from hashkit.registry import DATASETS, METHODS
 
+from hashkit.data.incremental import PROTOCOL_KEYS as INCREMENTAL_PROTOCOL_KEYS
+
 from .adsh import ADSH, adsh_loss, incremental_info, random_codes, soft_similarity
 
 
@@ -50,7 +52,10 @@ class DIHN(ADSH):
         "seed": {**ADSH.recipes["seed"], "lr": 9.1e-5, "lr_gamma": 0.91, "mu": 50.0},
         "cpu": dict(ADSH.recipes["cpu"]),
     }
-    training_defaults = dict(ADSH.training_defaults)
+    # The incremental split must be ADSH's: taken from the --from checkpoint unless given (then checked).
+    init_fixed_keys = ("dataset", *INCREMENTAL_PROTOCOL_KEYS)
+    starts_from = "adsh"
+    test_flags = {"num_seen": 3}
     training_split = "database"  # the whole database: original + incremental
 
     def setup(self, data: TrainingData) -> None:

@@ -60,9 +60,9 @@ class DPSH(PairwiseMemoryMethod):
             "lr_interval": "epoch",
             "batch_size": 512,
             "max_iter": 150,
-        "train_transform": "resized_crop_flip",
-        "test_transform": "center_crop",
-        "image_size": 224,
+            "train_transform": "resized_crop_flip",
+            "test_transform": "center_crop",
+            "image_size": 224,
             "hash_activation": "none",  # the hash layer's linear output
             "hash_init_std": None,  # torch's default Linear init
             "eta": 10.0,
@@ -72,8 +72,6 @@ class DPSH(PairwiseMemoryMethod):
         # form the CPU recipe was tuned with (η 10 there ≈ η 0.064 here); measured in README "The CPU recipe".
         "cpu": {"eta": 0.1},
     }
-    training_defaults = {"lr": 1e-5, "batch_size": 512, "max_iter": 150, "arch": "alexnet"}
-    cpu_recipe_defaults = recipes["cpu"]
 
     def loss(self, codes: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         assert self.memory.labels is not None

@@ -99,9 +99,9 @@ class HashNet(PairwiseMemoryMethod):
             "lr_interval": "step",
             "batch_size": 72,  # two loaders of 36
             "max_iter": 72,  # 10,000 steps of 72 over the 10,000 training images of ImageNet100 / COCO
-        "train_transform": "resized_crop_flip",
-        "test_transform": "center_crop",
-        "image_size": 224,
+            "train_transform": "resized_crop_flip",
+            "test_transform": "center_crop",
+            "image_size": 224,
             "hash_activation": "none",  # its loss applies tanh(βu) (continuation)
             "hash_init_std": 0.01,  # hash_layer.weight.data.normal_(0, 0.01); bias 0
             "adaptive_weights": 0,
@@ -111,15 +111,6 @@ class HashNet(PairwiseMemoryMethod):
         # The CPU table's HashNet row was measured with the paper's adaptive weights against the memory.
         "cpu": {"adaptive_weights": 1, "pairs": "memory"},
     }
-    training_defaults = {
-        "arch": "resnet50",
-        "hash_lr_mult": 10.0,
-        "lr": 3e-4,
-        "batch_size": 72,
-        "max_iter": 72,
-        "optimizer": "sgd",
-    }
-    cpu_recipe_defaults = recipes["cpu"]
 
     def __init__(self, code_length: int, hparams: dict[str, Any], device: torch.device) -> None:
         super().__init__(code_length, hparams, device)

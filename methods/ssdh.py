@@ -205,9 +205,9 @@ class SSDH(HashingMethod):
             "batch_size": 24,
             "max_iter": 50,
             "topk": 5000,
-        "train_transform": "resized_crop_flip",
-        "test_transform": "center_crop",
-        "image_size": 224,
+            "train_transform": "resized_crop_flip",
+            "test_transform": "center_crop",
+            "image_size": 224,
             "hash_activation": "tanh",  # hash_layer = Sequential(ReLU, Linear, Tanh)
             "hash_head": "relu_linear",  # on VGG16 classifier[:-3]: fc7 before its ReLU
             "hash_init_std": None,
@@ -215,15 +215,6 @@ class SSDH(HashingMethod):
             "beta": 2.0,
         },
         "cpu": {"hash_activation": "tanh"},
-    }
-    training_defaults = {
-        "arch": "vgg16",
-        "batch_size": 24,
-        "lr": 1e-3,
-        "optimizer": "sgd",
-        "hash_lr_mult": 1.0,
-        "max_iter": 50,
-        "topk": 5000,
     }
     supervised = False
 

@@ -319,3 +319,41 @@ def test_seed_recipe_lr_schedule_is_the_seeds(name: str) -> None:
             assert head == pytest.approx(seed_lr(k) * head_mult, rel=1e-9), k
         optimizer.step()
         scheduler.step()
+
+
+# ---------------------------------------------------------------- the seed recipes in the dry run
+
+SEED_DRY_RUN = {
+    # method: optimizer (name, weight decay, momentum, nesterov), scheduler, head activation
+    "dpsh": (("rmsprop", 1e-5, 0.0, False), {"name": "cosine", "interval": "epoch", "T_max": 150, "eta_min": 1e-7}, None),
+    "dhn": (("rmsprop", 5e-4, 0.0, False), {"name": "cosine", "interval": "epoch", "T_max": 500, "eta_min": 1e-7}, "tanh"),
+    "hashnet": (("sgd", 5e-4, 0.9, True), {"name": "step", "interval": "step", "step_size": 2000, "gamma": 0.5}, None),
+    "adsh": (("adam", 1e-5, None, False), {"name": "exponential", "interval": "outer_iteration", "gamma": 0.9}, "tanh"),
+    "dihn": (("adam", 1e-5, None, False), {"name": "exponential", "interval": "outer_iteration", "gamma": 0.91}, "tanh"),
+    "ssdh": (("sgd", 1e-5, 0.9, False), {"name": "constant", "interval": "epoch"}, "tanh"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEED_DRY_RUN))
+def test_seed_recipe_dry_run_shows_the_seeds_training(name: str, capsys) -> None:
+    """``hashkit train --method M --dataset cifar10 --code-length 32 --recipe seed --dry-run --json``."""
+    import json
+
+    from hashkit.cli import main
+
+    argv = ["train", "--method", name, "--dataset", "cifar10", "--code-length", "32", "--recipe", "seed",
+            "--dry-run", "--json"]  # fmt: skip
+    if name == "dihn":
+        argv += ["--num-seen", "7"]
+    assert main(argv) in (0, None)
+    shown = json.loads(capsys.readouterr().out)
+    (optimizer, weight_decay, momentum, nesterov), scheduler, activation = SEED_DRY_RUN[name]
+    assert shown["recipe"] == "seed"
+    got = shown["optimizer"]
+    assert (got["name"], got["weight_decay"], got["momentum"], got["nesterov"]) == (optimizer, weight_decay, momentum, nesterov)
+    assert shown["scheduler"] == pytest.approx(scheduler)
+    assert shown["train_transform"][:2] == ["RandomResizedCrop(224)", "RandomHorizontalFlip()"]
+    assert shown["test_transform"][:2] == ["Resize(256)", "CenterCrop(224)"]
+    assert shown["hash_activation"] == activation
+    assert shown["hash_init_std"] == (0.01 if name == "hashnet" else None)
+    assert shown["hash_head"] == ("relu_linear" if name == "ssdh" else "linear")
