@@ -45,8 +45,12 @@ class Hasher:
         self.config = config
         self.identity = identity
         self.device = device
+        # Runs on cached activations (--train-from / --freeze-backbone) evaluated with the plain resize,
+        # whatever --test-transform says; other runs with their --test-transform.
+        cached = config.get("train_from") not in (None, "", 0, "0") or bool(config.get("freeze_backbone"))
         self.transform = build_transform(
-            model.backbone.input_spec, int(config["image_size"]), train=False, name=config.get("test_transform")
+            model.backbone.input_spec, int(config["image_size"]), train=False,
+            name=None if cached else config.get("test_transform"),
         )
         # --encode-flip mirrors the input of the trained part: the image, or under --train-from the
         # activations of the frozen stages (the same place the run's own evaluation mirrored).
