@@ -29,7 +29,7 @@ from PIL import Image
 from hashkit.checkpoint import load_checkpoint
 from hashkit.data.base import ImageCollection, load_rgb
 from hashkit.device import resolve_device
-from hashkit.model import binarize, build_model
+from hashkit.model import binarize, build_model, model_options
 from hashkit.pipeline import encode_batches, image_batches, mirrored_outputs, train_from_index
 from hashkit.transforms import build_transform
 
@@ -44,7 +44,13 @@ class Hasher:
         self.config = config
         self.identity = identity
         self.device = device
-        self.transform = build_transform(model.backbone.input_spec, int(config["image_size"]), train=False)
+        # Runs on cached activations (--train-from / --freeze-backbone) evaluated with the plain resize,
+        # whatever --test-transform says; other runs with their --test-transform.
+        cached = config.get("train_from") not in (None, "", 0, "0") or bool(config.get("freeze_backbone"))
+        self.transform = build_transform(
+            model.backbone.input_spec, int(config["image_size"]), train=False,
+            name=None if cached else config.get("test_transform"),
+        )
         # --encode-flip mirrors the input of the trained part: the image, or under --train-from the
         # activations of the frozen stages (the same place the run's own evaluation mirrored).
         self.encode_flip = bool(config.get("encode_flip"))
@@ -73,7 +79,7 @@ def load(checkpoint: str | os.PathLike, device: str | torch.device | None = None
     """Rebuild the network of a hashkit checkpoint (safe load) for encoding images."""
     data = load_checkpoint(checkpoint)
     config = dict(data["config"])
-    model = build_model(config["arch"], int(config["code_length"]), pretrained=False)
+    model = build_model(config["arch"], int(config["code_length"]), pretrained=False, **model_options(config))
     model.load_state_dict(data["model"])
     target = torch.device(device) if device is not None else resolve_device(gpu)
     return Hasher(model, config, model_identity(data), target)

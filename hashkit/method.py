@@ -91,6 +91,10 @@ class HashingMethod(abc.ABC):
     # of codes written in ``observe`` rather than pairs formed inside each process's part of the batch):
     # torchrun refuses other values, naming the flag; the registry-wide tests train with them.
     distributed_flags: ClassVar[dict[str, Any]] = {}
+    # The activation the model applies after its hash layer (``--hash-activation``; set by the run from the
+    # config). Methods whose seed loss works on tanh(u) use :meth:`tanh_outputs`, which applies tanh exactly
+    # once whether the model already did or not (sign(tanh u) = sign u, so codes are the same either way).
+    hash_activation: str = "none"
 
     def __init__(self, code_length: int, hparams: dict[str, Any], device: torch.device) -> None:
         self.code_length = code_length
@@ -100,6 +104,11 @@ class HashingMethod(abc.ABC):
 
     def setup(self, data: TrainingData) -> None:
         """Precompute whatever the method needs over the training split (default: nothing)."""
+
+    def tanh_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
+        """tanh(u) of the hash layer's output u: ``outputs`` itself when the model applies tanh already
+        (``hash_activation`` "tanh"), else ``torch.tanh(outputs)``."""
+        return outputs if self.hash_activation == "tanh" else torch.tanh(outputs)
 
     def epoch_indices(self, epoch: int, generator: torch.Generator) -> torch.Tensor | None:
         """Positions in the training split to visit this epoch, in order; None = all, shuffled."""

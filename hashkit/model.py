@@ -1,7 +1,17 @@
 """HashModel: a backbone (a Sequential of stages) followed by a linear hash layer to ``code_length``.
 
-The model outputs real values u; the binary code is sign(u) with sign(0) = +1. Methods apply their
-own relaxation (tanh, tanh(βu), …) to u in their losses; sign is unaffected by any odd, increasing one.
+The model outputs real values u; the binary code is sign(u) with sign(0) = +1. Options that the seeds'
+networks differ in (config keys, set by the methods' seed recipes):
+
+* ``hash_activation`` "tanh": u = tanh(Wx + b), the seeds' tanh hash layer (DHN, ADSH, DIHN, SSDH);
+  "none": u = Wx + b (DPSH; HashNet, whose loss applies its own tanh(βu)). Methods whose losses need
+  tanh(u) apply it only when the model does not (``HashingMethod.tanh_outputs``); sign is unchanged.
+* ``hash_init_std`` σ: the hash layer's weights drawn from N(0, σ²) and its bias 0 (HashNet's seed: 0.01);
+  None: torch's default ``nn.Linear`` initialisation (the other seeds).
+* ``hash_head`` "relu_linear": the SSDH seed's head ReLU → Linear on an fc7 taken *before* its ReLU
+  (AlexNet/VGG16: the last stage's trailing ReLU/Dropout are removed, so the backbone's features — SSDH's
+  pretrained features too — are fc7's pre-activation outputs, and no dropout precedes the hash layer);
+  "linear" (default): the hash layer directly on the backbone's features.
 """
 
 from __future__ import annotations
@@ -9,29 +19,64 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from typing import Any
+
+import torch.nn.functional as F
+
 from hashkit.backbones import build_backbone
 from hashkit.errors import HashkitError
 
 MAX_CODE_LENGTH = 4096
+HASH_ACTIVATIONS = ("none", "tanh")
+HASH_HEADS = ("linear", "relu_linear")
 
 
 class HashModel(nn.Module):
     """Backbone stages + hash layer; ``forward(x, start=k)`` runs stages k… (for cached inputs)."""
 
-    def __init__(self, backbone: nn.Sequential, code_length: int) -> None:
+    def __init__(
+        self,
+        backbone: nn.Sequential,
+        code_length: int,
+        hash_activation: str | None = None,
+        hash_init_std: float | None = None,
+        hash_head: str | None = None,
+    ) -> None:
         super().__init__()
         check_code_length(code_length)
+        self.hash_activation = hash_activation or "none"
+        self.hash_head = hash_head or "linear"
+        if self.hash_activation not in HASH_ACTIVATIONS:
+            raise HashkitError(f"--hash-activation {hash_activation!r} is unknown; valid: {', '.join(HASH_ACTIVATIONS)}")
+        if self.hash_head not in HASH_HEADS:
+            raise HashkitError(f"--hash-head {hash_head!r} is unknown; valid: {', '.join(HASH_HEADS)}")
+        if self.hash_head == "relu_linear":
+            strip_final_activation(backbone)
         self.backbone = backbone
         self.code_length = code_length
         self.hash_layer = nn.Linear(backbone.feature_dim, code_length)
+        if hash_init_std is not None:
+            if not float(hash_init_std) > 0:
+                raise HashkitError(f"--hash-init-std must be above 0 (HashNet's seed: 0.01), got {hash_init_std}")
+            nn.init.normal_(self.hash_layer.weight, mean=0.0, std=float(hash_init_std))
+            nn.init.zeros_(self.hash_layer.bias)
 
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         features = self.backbone[start:](x) if start else self.backbone(x)
-        return self.hash_layer(features)
+        if self.hash_head == "relu_linear":
+            features = F.relu(features)
+        u = self.hash_layer(features)
+        return torch.tanh(u) if self.hash_activation == "tanh" else u
 
     def encode_outputs(self, x: torch.Tensor, start: int = 0, flip: bool = False) -> torch.Tensor:
         """Outputs to binarize: ``forward(x, start)``, or with ``flip`` (``--encode-flip``) its mean over
-        ``x`` and the left–right mirror of ``x`` (test-time flip averaging; on the CPU recipe +0.006 mAP@ALL)."""
+        ``x`` and the left–right mirror of ``x`` (test-time flip averaging; on the CPU recipe +0.006 mAP@ALL).
+        Inputs of shape (n, k, C, H, W) — k views of each image, e.g. ``--test-transform ten_crop`` — give
+        the mean of the outputs over the k views (thuml/HashNet's ``code_predict`` with 10 crops)."""
+        if x.dim() == 5:
+            n, k = x.shape[:2]
+            views = self.encode_outputs(x.reshape(n * k, *x.shape[2:]), start=start, flip=flip)
+            return views.reshape(n, k, -1).mean(dim=1)
         if not flip:
             return self(x, start=start)
         if x.dim() != 4:
@@ -46,9 +91,44 @@ class HashModel(nn.Module):
         return list(self.hash_layer.parameters())
 
 
-def build_model(arch: str, code_length: int, pretrained: bool = True, weights: str | None = None) -> HashModel:
+def strip_final_activation(backbone: nn.Sequential) -> None:
+    """Drop the trailing ReLU/Dropout modules of the backbone's last stage when that stage is a Sequential
+    ending in a Linear layer plus them (AlexNet/VGG16 fc7), so its output is fc7 before its ReLU; other
+    backbones (pooled convolutional features) are left as they are."""
+    last = backbone[len(backbone) - 1]
+    if not isinstance(last, nn.Sequential) or not any(isinstance(m, nn.Linear) for m in last):
+        return
+    stripped = False
+    while len(last) and isinstance(last[len(last) - 1], (nn.ReLU, nn.Dropout)):
+        del last[len(last) - 1]
+        stripped = True
+    if stripped:  # a marker in the state dict: cached features of this stage (keyed by it) are not reused
+        last.register_buffer("before_activation", torch.ones(1))
+
+
+def model_options(config: dict[str, Any]) -> dict[str, Any]:
+    """The HashModel options of a run config (absent keys: the defaults)."""
+    return {
+        "hash_activation": config.get("hash_activation"),
+        "hash_init_std": config.get("hash_init_std"),
+        "hash_head": config.get("hash_head"),
+    }
+
+
+def build_model(
+    arch: str,
+    code_length: int,
+    pretrained: bool = True,
+    weights: str | None = None,
+    hash_activation: str | None = None,
+    hash_init_std: float | None = None,
+    hash_head: str | None = None,
+) -> HashModel:
     """Build backbone ``arch`` (ImageNet weights unless told otherwise) with a fresh hash layer."""
-    return HashModel(build_backbone(arch, pretrained=pretrained, weights=weights), code_length)
+    return HashModel(
+        build_backbone(arch, pretrained=pretrained, weights=weights), code_length,
+        hash_activation=hash_activation, hash_init_std=hash_init_std, hash_head=hash_head,
+    )
 
 
 def check_code_length(code_length: int) -> None:

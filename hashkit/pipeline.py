@@ -28,7 +28,7 @@ from hashkit.errors import HashkitError
 from hashkit.method import Batch
 from hashkit.model import HashModel
 from hashkit.progress import progress
-from hashkit.transforms import DEFAULT_TEST, DEFAULT_TRAIN, build_transform
+from hashkit.transforms import build_transform
 
 
 class InputPipeline(Protocol):
@@ -151,14 +151,14 @@ class ImagePipeline:
         device: torch.device,
         encode_batch_size: int | None = None,
         encode_flip: bool = False,
-        train_recipe: str = DEFAULT_TRAIN,
-        test_recipe: str = DEFAULT_TEST,
+        train_transform: str | None = None,
+        test_transform: str | None = None,
     ) -> None:
         spec = model.backbone.input_spec
         self.model = model
         self.network: nn.Module = model  # what ``forward`` runs (a DDP wrapper in a for_training view)
-        self.train_transform = build_transform(spec, image_size, train=True, recipe=train_recipe)
-        self.eval_transform = build_transform(spec, image_size, train=False, recipe=test_recipe)
+        self.train_transform = build_transform(spec, image_size, train=True, name=train_transform)
+        self.eval_transform = build_transform(spec, image_size, train=False, name=test_transform)
         self.batch_size = batch_size
         self.encode_batch_size = encode_batch_size or max(batch_size, 128)
         self.num_workers = num_workers
@@ -168,7 +168,7 @@ class ImagePipeline:
 
     def _to_device(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last and images.dim() == 4 else images
 
     def prepare(self, images: ImageCollection) -> None:
         """Nothing to prepare: images are decoded as they are read."""

@@ -28,7 +28,7 @@ from hashkit.device import resolve_device, seed_everything
 from hashkit.distributed import DistContext
 from hashkit.errors import HashkitError
 from hashkit.method import HashingMethod, TrainingData
-from hashkit.model import HashModel, build_model, check_code_length
+from hashkit.model import HashModel, build_model, check_code_length, model_options
 from hashkit.pipeline import ImagePipeline, InputPipeline
 from hashkit.registry import BACKBONES, DATASETS, METHODS
 from hashkit.trainer import Trainer, evaluate_run, unwrap_worker_error
@@ -61,12 +61,16 @@ def build_pipeline(config: dict[str, Any], model: HashModel, device: torch.devic
         num_workers=int(config["num_workers"]),
         device=device,
         encode_flip=bool(config.get("encode_flip")),
+        train_transform=config.get("train_transform"),
+        test_transform=config.get("test_transform"),
     )
 
 
 def build_method(config: dict[str, Any], device: torch.device) -> HashingMethod:
     method_cls = METHODS.get(config["method"])
-    return method_cls(int(config["code_length"]), method_hparams(config), device)
+    method = method_cls(int(config["code_length"]), method_hparams(config), device)
+    method.hash_activation = config.get("hash_activation") or "none"  # where tanh lives (model or loss)
+    return method
 
 
 def training_data(
@@ -168,7 +172,10 @@ def _build_trainer(
     init_checkpoint = distributed.everywhere(ctx, lambda: _init_checkpoint(config))
     model = distributed.local_main_first(
         ctx,
-        lambda: build_model(config["arch"], int(config["code_length"]), bool(config["pretrained"]), config.get("weights")),
+        lambda: build_model(
+            config["arch"], int(config["code_length"]), bool(config["pretrained"]), config.get("weights"),
+            **model_options(config),
+        ),
     )
     if init_checkpoint is not None:
         model.load_state_dict(init_checkpoint["model"])
@@ -311,7 +318,7 @@ def load_run(checkpoint_path: str | Path, overrides: dict[str, Any], device: tor
     config = dict(checkpoint["config"])
     config.update({k: v for k, v in overrides.items() if v is not None})
     splits = build_splits(config)
-    model = build_model(config["arch"], int(config["code_length"]), pretrained=False)
+    model = build_model(config["arch"], int(config["code_length"]), pretrained=False, **model_options(config))
     model.load_state_dict(checkpoint["model"])
     model.to(device)
     method = build_method(config, device)

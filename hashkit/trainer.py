@@ -80,10 +80,8 @@ class Trainer:
         self.global_batch = int(pipeline.batch_size)  # --batch-size: the global batch under torchrun too
         self.train_set = getattr(splits, method.training_split)
         self.optimizer = build_optimizer(model, config)
-        self.scheduler = build_scheduler(
-            self.optimizer, config, steps_per_epoch=math.ceil(len(self.train_set) / self.global_batch)
-        )
-        self.schedule_per_step = schedule_steps_per_batch(config)
+        self.step_scheduler = schedule_steps_per_batch(config)  # else once per epoch
+        self.scheduler = build_scheduler(self.optimizer, config, self._steps_per_epoch())
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.timings = {"train_s": 0.0, "encode_s": 0.0, "eval_s": 0.0}
@@ -92,6 +90,15 @@ class Trainer:
         self._training_view: InputPipeline | None = None  # the pipeline driving the DDP wrapper (torchrun)
         self._epoch_running = 0
         self._dropped_warned = False
+
+    def _steps_per_epoch(self) -> int:
+        """Optimiser steps in one epoch: the method's epoch size (ADSH/DIHN: samples × passes) over the batch."""
+        hparams = self.method.hparams
+        if "num_samples" in hparams and "max_epoch" in hparams:  # ADSH/DIHN: an epoch is an outer iteration
+            items = min(int(hparams["num_samples"]), len(self.train_set)) * int(hparams["max_epoch"])
+        else:
+            items = len(self.train_set)
+        return max(1, math.ceil(items / max(1, self.global_batch)))
 
     @property
     def checkpoint_path(self) -> Path:
@@ -195,7 +202,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 (total if weight == 1.0 else total * weight).backward()
                 self.optimizer.step()
-                if self.schedule_per_step:
+                if self.step_scheduler:
                     self.scheduler.step()
                 for name, value in values.items():
                     sums[name] += value
@@ -205,7 +212,7 @@ class Trainer:
         images_per_s = bar.rate
         if steps != len(plan):
             raise RuntimeError(f"{type(self.pipeline).__name__}.train_batches yielded {steps} batches, {len(plan)} planned")
-        if not self.schedule_per_step:
+        if not self.step_scheduler:
             self.scheduler.step()
         self.method.on_epoch_end(epoch)
         self.timings["train_s"] += time.perf_counter() - started
@@ -435,8 +442,22 @@ def _evaluate_run(
     return metrics, {"encode_s": encoded - started, "eval_s": time.perf_counter() - encoded}
 
 
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+LR_SCHEDULES = ("constant", "cosine", "exponential", "step")
+LR_INTERVALS = ("epoch", "step")
+DEFAULT_MOMENTUM = {"sgd": 0.9, "rmsprop": 0.0}  # --momentum left unset
+
+
+def _float(config: dict[str, Any], key: str, default: float | None = None) -> float | None:
+    value = config.get(key)
+    return default if value is None else float(value)
+
+
 def build_optimizer(model: HashModel, config: dict[str, Any]) -> torch.optim.Optimizer:
-    """Backbone parameters at ``lr``, the hash layer at ``lr × hash_lr_mult``; frozen ones skipped."""
+    """torch's Adam, SGD or RMSprop over two parameter groups: the backbone at ``lr``, the hash layer at
+    ``lr × hash_lr_mult`` (frozen parameters skipped); ``weight_decay`` on both; ``momentum`` (SGD, RMSprop;
+    unset: 0.9 for SGD as HashNet's and SSDH's seeds, 0 for RMSprop — torch's default, the DPSH/DHN seeds')
+    and ``nesterov`` (SGD; HashNet's seed)."""
     lr = float(config["lr"])
     head = {id(p) for p in model.head_parameters()}
     body = [p for p in model.parameters() if p.requires_grad and id(p) not in head]
@@ -445,39 +466,71 @@ def build_optimizer(model: HashModel, config: dict[str, Any]) -> torch.optim.Opt
         groups.insert(0, {"params": body, "lr": lr})
     weight_decay = float(config["weight_decay"])
     name = config["optimizer"]
-    momentum = config.get("momentum")
+    if name not in OPTIMIZERS:
+        raise HashkitError(f"--optimizer {name!r} is unknown; valid: {', '.join(OPTIMIZERS)}")
+    momentum = _float(config, "momentum", DEFAULT_MOMENTUM.get(name, 0.0))
+    nesterov = bool(config.get("nesterov"))
+    if nesterov and (name != "sgd" or not momentum):
+        raise HashkitError(
+            f"--nesterov needs --optimizer sgd with a --momentum above 0 (got --optimizer {name}, momentum {momentum}); "
+            "drop --nesterov or pass --optimizer sgd --momentum 0.9"
+        )
     if name == "adam":
+        if config.get("momentum") not in (None, 0, 0.0):
+            raise HashkitError("--momentum applies to --optimizer sgd or rmsprop; Adam has its own betas: drop --momentum")
         return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(
-            groups, lr=lr, momentum=0.9 if momentum is None else float(momentum), weight_decay=weight_decay,
-            nesterov=bool(config.get("nesterov")),
-        )
-    if name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=lr, weight_decay=weight_decay, momentum=float(momentum or 0.0))
-    raise HashkitError(f"--optimizer {name!r} is unknown; valid: adam, sgd, rmsprop")
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    return torch.optim.RMSprop(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
+def scheduler_steps(config: dict[str, Any], steps_per_epoch: int | None = None) -> int:
+    """How many times the scheduler steps over the run: epochs (outer iterations), or every optimiser
+    step with ``lr_interval`` "step" (``steps_per_epoch`` × epochs)."""
+    epochs = max(1, int(config["max_iter"]))
+    if (config.get("lr_interval") or "epoch") == "step":
+        return epochs * max(1, int(steps_per_epoch or 1))
+    return epochs
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, config: dict[str, Any], steps_per_epoch: int = 1
+    optimizer: torch.optim.Optimizer, config: dict[str, Any], steps_per_epoch: int | None = None
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """The ``--lr-schedule`` from torch.optim.lr_scheduler, counted in ``--lr-interval`` units (epochs or
-    steps; see :func:`schedule_steps_per_batch`): constant, cosine to ``lr_eta_min`` over the run,
-    exponential (``lr_gamma``) or step (``lr_step_size``, ``lr_gamma``)."""
-    name = config.get("lr_schedule", "constant")
-    sched = torch.optim.lr_scheduler
-    if name == "cosine":
-        total = int(config["max_iter"]) * (steps_per_epoch if schedule_steps_per_batch(config) else 1)
-        return sched.CosineAnnealingLR(optimizer, T_max=max(1, total), eta_min=float(config.get("lr_eta_min") or 0.0))
-    if name == "exponential":
-        return sched.ExponentialLR(optimizer, gamma=float(config["lr_gamma"]))
-    if name == "step":
-        return sched.StepLR(optimizer, step_size=int(config["lr_step_size"]), gamma=float(config["lr_gamma"]))
-    if name == "constant":
-        return sched.LambdaLR(optimizer, lambda _: 1.0)
-    raise HashkitError(f"--lr-schedule {name!r} is unknown; valid: constant, cosine, exponential, step")
+    """The learning-rate schedule, always one of ``torch.optim.lr_scheduler``'s, stepped once per
+    ``lr_interval`` (the Trainer steps it after every epoch — an outer iteration for ADSH/DIHN — or after
+    every optimiser step):
+
+    * ``constant``: ConstantLR(factor 1) — every group keeps its lr;
+    * ``cosine``: CosineAnnealingLR(T_max = the run's steps of that interval, eta_min = ``lr_eta_min``);
+    * ``exponential``: ExponentialLR(gamma = ``lr_gamma``);
+    * ``step``: StepLR(step_size = ``lr_step_size`` intervals, gamma = ``lr_gamma``).
+
+    The lr of the k-th interval (k = 0, 1, …) is therefore the seeds' value whenever the seed steps its
+    scheduler after each epoch (DPSH, DHN) or before each step (HashNet's ``step_lr_scheduler``)."""
+    schedule = config.get("lr_schedule") or "constant"
+    interval = config.get("lr_interval") or "epoch"
+    if schedule not in LR_SCHEDULES:
+        raise HashkitError(f"--lr-schedule {schedule!r} is unknown; valid: {', '.join(LR_SCHEDULES)}")
+    if interval not in LR_INTERVALS:
+        raise HashkitError(f"--lr-interval {interval!r} is unknown; valid: {', '.join(LR_INTERVALS)}")
+    schedulers = torch.optim.lr_scheduler
+    if schedule == "cosine":
+        return schedulers.CosineAnnealingLR(
+            optimizer, T_max=scheduler_steps(config, steps_per_epoch), eta_min=_float(config, "lr_eta_min", 0.0)
+        )
+    if schedule in ("exponential", "step"):
+        gamma = _float(config, "lr_gamma")
+        if gamma is None or not 0 < gamma <= 1:
+            raise HashkitError(f"--lr-schedule {schedule} needs --lr-gamma in (0, 1] (e.g. 0.9), got {gamma}")
+        if schedule == "exponential":
+            return schedulers.ExponentialLR(optimizer, gamma=gamma)
+        step_size = config.get("lr_step_size")
+        if step_size is None or int(step_size) < 1:
+            raise HashkitError(f"--lr-schedule step needs --lr-step-size N ≥ 1 ({interval}s), got {step_size}")
+        return schedulers.StepLR(optimizer, step_size=int(step_size), gamma=gamma)
+    return schedulers.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
 def schedule_steps_per_batch(config: dict[str, Any]) -> bool:
     """True when the scheduler steps after every optimisation step (``--lr-interval step``), else per epoch."""
-    return config.get("lr_interval", "epoch") == "step"
+    return (config.get("lr_interval") or "epoch") == "step"

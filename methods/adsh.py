@@ -61,14 +61,30 @@ class ADSH(HashingMethod):
         "max_epoch": Hyper(3, "passes over the sampled points per outer iteration (--max-iter counts outer iterations)", int),
     }
     recipes = {
+        # IIE-MR/DIHN adsh.py / run.py / models/alexnet.py / data/transform.py (its ADSH baseline).
         "seed": {
-            "lr": 1e-4,
-            "batch_size": 64,
-            "max_iter": 50,
             "arch": "alexnet",
             "optimizer": "adam",
+            # Adam(lr 1e-4) with ExponentialLR(0.9) stepped at the *start* of every outer iteration, so
+            # iteration k trains at 1e-4 · 0.9^(k+1) = 9e-5 · 0.9^k (stepping after each iteration here).
+            "lr": 9e-5,
             "hash_lr_mult": 1.0,
+            "weight_decay": 1e-5,
+            "lr_schedule": "exponential",
+            "lr_gamma": 0.9,
+            "lr_interval": "epoch",  # one epoch = one outer iteration
+            "batch_size": 64,
+            "max_iter": 50,
+            "train_transform": "resized_crop_flip",
+            "test_transform": "center_crop",
+            "image_size": 224,
+            "hash_activation": "tanh",  # hash_layer = Sequential(Linear, Tanh)
+            "hash_init_std": None,
+            "gamma": 200.0,
+            "num_samples": 2000,
+            "max_epoch": 3,
         },
+        "cpu": {"hash_activation": "tanh"},
     }
     training_split = "database"
     epoch_is_outer_iteration = True
@@ -99,7 +115,7 @@ class ADSH(HashingMethod):
         return torch.cat(passes)
 
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        u = torch.tanh(outputs)
+        u = self.tanh_outputs(outputs)  # the seed's tanh hash layer, applied once
         self.U[self.slot[batch.index.cpu()].to(self.device)] = u.detach().to(self.U.dtype)
         s = soft_similarity(batch.labels, self.labels, self.ratio)
         return adsh_loss(u, s, self.V, self.V[batch.index], self.hparams["gamma"], self.code_length)

@@ -46,7 +46,12 @@ class DIHN(ADSH):
         **ADSH.hyperparameters,
         "mu": Hyper(50.0, "weight μ of DIHN's correlation term μ Σ tanh(F(x_i))ᵀ1 (IIE-MR/DIHN seed)"),
     }
-    recipes = ADSH.recipes
+    recipes = {
+        # IIE-MR/DIHN dihn.py / run.py: as its ADSH, with ExponentialLR(0.91) stepped before each outer
+        # iteration (iteration k at 1e-4 · 0.91^(k+1) = 9.1e-5 · 0.91^k) and μ 50.
+        "seed": {**ADSH.recipes["seed"], "lr": 9.1e-5, "lr_gamma": 0.91, "mu": 50.0},
+        "cpu": dict(ADSH.recipes["cpu"]),
+    }
     # The incremental split must be ADSH's: taken from the --from checkpoint unless given (then checked).
     init_fixed_keys = ("dataset", *INCREMENTAL_PROTOCOL_KEYS)
     starts_from = "adsh"
@@ -79,7 +84,7 @@ class DIHN(ADSH):
         self.V = torch.cat([old.to(self.device), new])
 
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        u = torch.tanh(outputs)
+        u = self.tanh_outputs(outputs)  # the seed's tanh hash layer, applied once
         self.U[self.slot[batch.index.cpu()].to(self.device)] = u.detach().to(self.U.dtype)
         s = soft_similarity(batch.labels, self.labels, self.ratio)
         return dihn_loss(u, s, self.V, self.V[batch.index], self.hparams["gamma"], self.hparams["mu"], self.code_length)

@@ -5,11 +5,21 @@ the whole training split (hashkit.memory),
 
     L = −Σ_{s_ij} (s_ij θ_ij − log(1 + e^{θ_ij}))  +  η Σ_i ‖b_i − u_i‖²,   θ_ij = ½ u_iᵀ u_j,  b_i = sign(u_i)
 
-with log(1+e^θ) evaluated stably as softplus. Normalisation follows the DPSH-pytorch seed: both terms
-are divided by (batch size × training-set size), so ``--eta`` keeps the seed's meaning.
+with log(1+e^θ) evaluated stably as softplus. Normalisation (``--normalization``):
 
-Hyper-parameters: ``--eta`` 10 (seed default). Training defaults (seed, AlexNet): lr 1e-5, batch 512,
-150 epochs.
+* ``seed`` (default) — as TreezzZ/DPSH_PyTorch ``models/dpsh_loss.py``: the pair term is the *mean* over
+  the batch × training-set pairs, the quantisation term the *mean* over the batch × bits entries, and
+  loss = pair + η · quantisation. (The seed also clamps θ to [−100, 50] before ``log(1 + e^θ)``; the
+  softplus is exact without it, which only differs where θ > 50 — the seed's gradient is 0 there.)
+* ``sum`` — both sums divided by batch × training-set size (jiangqy/DPSH-pytorch's form): η then weighs
+  the quantisation bits / n of the ``seed`` form (1/156 at 32 bits and 5,000 training images).
+
+Hyper-parameters: ``--eta`` 10 — the DPSH seed commit whose README reports 0.7550 mAP at 32 bits on
+CIFAR-10 (TreezzZ/DPSH_PyTorch 5961d82, batch 512, 150 epochs); that repository's latest run.py defaults
+to η 0.1 and batch 128 with the same loss (README row 0.7362). Seed recipe (``recipes["seed"]``): AlexNet
+with a linear hash layer (no tanh), RMSprop lr 1e-5 on every layer, weight decay 1e-5,
+``CosineAnnealingLR(T_max = epochs, eta_min = 1e-7)`` stepped per epoch, batch 512, 150 epochs,
+RandomResizedCrop(224) + flip for training, Resize(256) + CenterCrop(224) for evaluation.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from typing import Any
 
 import torch
 
+from hashkit.errors import HashkitError
 from hashkit.memory import PairwiseMemoryMethod, pairwise_nll
 from hashkit.method import Batch, Hyper, similarity
 from hashkit.model import binarize
@@ -28,12 +39,45 @@ from hashkit.registry import METHODS
 class DPSH(PairwiseMemoryMethod):
     name = "dpsh"
     paper = "Li, Wang, Kang. Feature Learning based Deep Supervised Hashing with Pairwise Labels. IJCAI 2016"
-    hyperparameters = {"eta": Hyper(10.0, "weight η of the quantization term η‖B−U‖² (paper eq. 3)")}
-    recipes = {"seed": {"lr": 1e-5, "batch_size": 512, "max_iter": 150, "arch": "alexnet"}}
+    hyperparameters = {
+        "eta": Hyper(10.0, "weight η of the quantization term η‖B−U‖² (paper eq. 3)"),
+        "normalization": Hyper(
+            "seed", "seed: pair term mean over batch × training pairs, quantisation mean over batch × bits "
+            "(TreezzZ seed); sum: both sums / (batch × training-set size) (jiangqy/DPSH-pytorch)", str,
+        ),
+    }
+    recipes = {
+        # TreezzZ/DPSH_PyTorch dpsh.py / run.py / models/alexnet.py / data/transform.py (commit 5961d82).
+        "seed": {
+            "arch": "alexnet",
+            "optimizer": "rmsprop",
+            "lr": 1e-5,
+            "hash_lr_mult": 1.0,  # RMSprop(model.parameters(), …): one lr for every layer
+            "weight_decay": 1e-5,
+            "momentum": 0.0,
+            "lr_schedule": "cosine",  # CosineAnnealingLR(optimizer, max_iter, 1e-7), stepped after each epoch
+            "lr_eta_min": 1e-7,
+            "lr_interval": "epoch",
+            "batch_size": 512,
+            "max_iter": 150,
+            "train_transform": "resized_crop_flip",
+            "test_transform": "center_crop",
+            "image_size": 224,
+            "hash_activation": "none",  # the hash layer's linear output
+            "hash_init_std": None,  # torch's default Linear init
+            "eta": 10.0,
+            "normalization": "seed",
+        },
+        # The seed's η = 10 with the seed normalisation weighs the quantisation ≈156× more than the old sum
+        # form the CPU recipe was tuned with (η 10 there ≈ η 0.064 here); measured in README "The CPU recipe".
+        "cpu": {"eta": 0.1},
+    }
 
     def loss(self, codes: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         assert self.memory.labels is not None
-        return dpsh_loss(codes, batch.labels, self.memory.U, self.memory.labels, self.hparams["eta"])
+        return dpsh_loss(
+            codes, batch.labels, self.memory.U, self.memory.labels, self.hparams["eta"], self.hparams["normalization"]
+        )
 
     @property
     def U(self) -> torch.Tensor:
@@ -49,13 +93,25 @@ class DPSH(PairwiseMemoryMethod):
         return {**self.memory.state_dict(), "B": self.B}
 
 
+NORMALIZATIONS = ("seed", "sum")
+
+
 def dpsh_loss(
-    u: torch.Tensor, labels: torch.Tensor, memory_u: torch.Tensor, memory_labels: torch.Tensor, eta: float
+    u: torch.Tensor,
+    labels: torch.Tensor,
+    memory_u: torch.Tensor,
+    memory_labels: torch.Tensor,
+    eta: float,
+    normalization: str = "seed",
 ) -> dict[str, torch.Tensor]:
-    """DPSH's likelihood and quantization terms for batch outputs ``u`` against the memory (eq. 3)."""
+    """DPSH's likelihood and η × quantization terms for batch outputs ``u`` against the memory (eq. 3);
+    ``normalization`` ``seed``: means over pairs and over entries; ``sum``: sums / (batch × n)."""
+    if normalization not in NORMALIZATIONS:
+        raise HashkitError(f"--normalization {normalization!r} is unknown; valid: {', '.join(NORMALIZATIONS)}")
     s = similarity(labels, memory_labels)
     theta = 0.5 * u @ memory_u.t()
     pairs = s.numel()
+    squared = (binarize(u.detach()) - u).pow(2)
     likelihood = pairwise_nll(theta, s).sum() / pairs
-    quantization = eta * (binarize(u.detach()) - u).pow(2).sum() / pairs
-    return {"likelihood": likelihood, "quantization": quantization}
+    quantization = squared.mean() if normalization == "seed" else squared.sum() / pairs
+    return {"likelihood": likelihood, "quantization": eta * quantization}

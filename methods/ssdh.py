@@ -171,9 +171,10 @@ def pseudo_similarity(features: torch.Tensor, fit: DistanceFit) -> torch.Tensor:
     return s
 
 
-def ssdh_loss(outputs: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """Eq. 2 relaxed: (1/b²) Σ_ij |S_ij| (tanh(u_i)ᵀ tanh(u_j) / r − S_ij)² over the batch pairs."""
-    h = torch.tanh(outputs)
+def ssdh_loss(outputs: torch.Tensor, s: torch.Tensor, activated: bool = False) -> torch.Tensor:
+    """Eq. 2 relaxed: (1/b²) Σ_ij |S_ij| (h_iᵀ h_j / r − S_ij)² over the batch pairs, h = tanh(u)
+    (``outputs`` = u, or h itself when ``activated``: the model's tanh hash layer, as the seed's)."""
+    h = outputs if activated else torch.tanh(outputs)
     inner = h @ h.t() / h.shape[1]
     s = s.to(outputs.dtype)
     return (s.abs() * (inner - s).pow(2)).sum() / (outputs.shape[0] ** 2)
@@ -190,15 +191,30 @@ class SSDH(HashingMethod):
         "beta": Hyper(2.0, "dissimilar pairs have distance > m + β·σ_r (paper eq. 1)"),
     }
     recipes = {
+        # TreezzZ/SSDH_PyTorch ssdh.py / run.py / model_loader.py / data/transform.py.
         "seed": {
             "arch": "vgg16",
-            "batch_size": 24,
-            "lr": 1e-3,
             "optimizer": "sgd",
+            "lr": 1e-3,
             "hash_lr_mult": 1.0,
+            "weight_decay": 1e-5,
+            "momentum": 0.9,
+            "nesterov": False,
+            "lr_schedule": "constant",
+            "lr_interval": "epoch",
+            "batch_size": 24,
             "max_iter": 50,
             "topk": 5000,
+            "train_transform": "resized_crop_flip",
+            "test_transform": "center_crop",
+            "image_size": 224,
+            "hash_activation": "tanh",  # hash_layer = Sequential(ReLU, Linear, Tanh)
+            "hash_head": "relu_linear",  # on VGG16 classifier[:-3]: fc7 before its ReLU
+            "hash_init_std": None,
+            "alpha": 2.0,
+            "beta": 2.0,
         },
+        "cpu": {"hash_activation": "tanh"},
     }
     supervised = False
     # Random-init test backbones give weakly spread feature distances: narrower thresholds find ±1 pairs.
@@ -250,7 +266,7 @@ class SSDH(HashingMethod):
             raise RuntimeError("SSDH.training_step before setup")
         index = batch.index.to(self.S.device)
         s = self.S[index[:, None], index[None, :]].to(outputs.device)
-        return {"pairwise": ssdh_loss(outputs, s)}
+        return {"pairwise": ssdh_loss(outputs, s, activated=self.hash_activation == "tanh")}
 
     def state_dict(self) -> dict[str, Any]:
         if self.fit is None or self.pair_counts is None:

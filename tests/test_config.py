@@ -95,8 +95,24 @@ def test_describe_config_scheduler_parameters_use_torch_names() -> None:
     assert describe_config(step)["scheduler"] == {"name": "step", "interval": "step", "step_size": 2000, "gamma": 0.5}
     adsh = resolve_config({"method": "adsh", "lr_schedule": "exponential", "lr_gamma": 0.9})
     assert describe_config(adsh)["scheduler"] == {"name": "exponential", "interval": "outer_iteration", "gamma": 0.9}
-    sgd = describe_config(resolve_config({"method": "dpsh", "optimizer": "sgd", "nesterov": True}))["optimizer"]
-    assert (sgd["momentum"], sgd["nesterov"]) == (0.9, True)
+    sgd = describe_config(resolve_config({"method": "dpsh", "optimizer": "sgd", "momentum": 0.8, "nesterov": True}))
+    assert (sgd["optimizer"]["momentum"], sgd["optimizer"]["nesterov"]) == (0.8, True)
+
+
+def test_another_optimizer_than_the_recipes_drops_its_momentum_settings() -> None:
+    seed = resolve_config({"method": "hashnet"})
+    assert (seed["optimizer"], seed["momentum"], seed["nesterov"]) == ("sgd", 0.9, True)  # HashNet's seed
+    adam = resolve_config({"method": "hashnet", "optimizer": "adam"})
+    assert (adam["momentum"], adam["nesterov"]) == (None, False)
+    same = resolve_config({"method": "hashnet", "optimizer": "sgd", "momentum": 0.5})
+    assert (same["momentum"], same["nesterov"]) == (0.5, True)
+
+
+def test_momentum_defaults_per_optimizer_when_no_recipe_sets_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(METHODS.get("dpsh"), "recipes", {})
+    assert resolve_config({"method": "dpsh", "optimizer": "sgd"})["momentum"] == 0.9
+    assert resolve_config({"method": "dpsh", "optimizer": "rmsprop"})["momentum"] == 0.0
+    assert resolve_config({"method": "dpsh", "optimizer": "adam"})["momentum"] is None
 
 
 @pytest.mark.parametrize(

@@ -74,19 +74,19 @@ def test_log_cosh_is_stable_and_exact() -> None:
 
 def test_dhn_step_uses_memory_and_round_trips() -> None:
     labels = torch.eye(3).repeat(2, 1)  # 6 training items, 3 classes
-    method = DHN(8, {"lamda": 1.0}, CPU)
+    method = DHN(8, {"lamda": 1.0, "pairs": "memory"}, CPU)
     method.setup(TrainingData(num_items=6, labels=labels))
     outputs = torch.randn(2, 8, requires_grad=True)
     batch = Batch(inputs=torch.zeros(2), labels=labels[[0, 4]], index=torch.tensor([0, 4]))
     terms = method.training_step(outputs, batch)
     assert set(terms) == {"likelihood", "quantization"}
-    assert torch.equal(method.memory.U[[0, 4]], outputs.detach())  # DHN relaxes nothing (seed: raw u)
+    assert torch.equal(method.memory.U[[0, 4]], torch.tanh(outputs.detach()))  # the seed's tanh, applied once
     assert method.memory.filled.tolist() == [True, False, False, False, True, False]
-    expected = dhn_loss(outputs.detach(), method.memory.similarity(batch.labels), method.memory.U, 1.0)
+    expected = dhn_loss(torch.tanh(outputs.detach()), method.memory.similarity(batch.labels), method.memory.U, 1.0)
     assert terms["likelihood"].item() == pytest.approx(expected["likelihood"].item())
     sum(terms.values()).backward()
     assert outputs.grad is not None and outputs.grad.abs().sum() > 0
-    other = DHN(8, {"lamda": 1.0}, CPU)  # as `hashkit evaluate` does: no setup, only the state
+    other = DHN(8, {"lamda": 1.0, "pairs": "memory"}, CPU)  # as `hashkit evaluate` does: no setup, only the state
     other.load_state_dict(method.state_dict())
     assert torch.equal(other.memory.U, method.memory.U) and torch.equal(other.memory.filled, method.memory.filled)
     assert torch.equal(other.memory.labels, method.memory.labels)
