@@ -474,16 +474,13 @@ def build_optimizer(model: HashModel, config: dict[str, Any]) -> torch.optim.Opt
     name = config["optimizer"]
     if name not in OPTIMIZERS:
         raise HashkitError(f"--optimizer {name!r} is unknown; valid: {', '.join(OPTIMIZERS)}")
-    momentum = _float(config, "momentum", DEFAULT_MOMENTUM.get(name, 0.0))
-    nesterov = bool(config.get("nesterov"))
-    if nesterov and (name != "sgd" or not momentum):
-        raise HashkitError(
-            f"--nesterov needs --optimizer sgd with a --momentum above 0 (got --optimizer {name}, momentum {momentum}); "
-            "drop --nesterov or pass --optimizer sgd --momentum 0.9"
-        )
+    momentum = _float(config, "momentum", DEFAULT_MOMENTUM.get(name, 0.0)) or 0.0
+    # A recipe's momentum / Nesterov (e.g. HashNet's SGD) mean nothing to Adam: a flag that picks another
+    # optimizer than the recipe's drops them (Adam has its own betas; RMSprop has no Nesterov).
+    nesterov = bool(config.get("nesterov")) and name == "sgd"
+    if nesterov and not momentum:
+        raise HashkitError("--nesterov needs a --momentum above 0 (SGD); drop --nesterov or pass --momentum 0.9")
     if name == "adam":
-        if config.get("momentum") not in (None, 0, 0.0):
-            raise HashkitError("--momentum applies to --optimizer sgd or rmsprop; Adam has its own betas: drop --momentum")
         return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)

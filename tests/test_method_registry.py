@@ -123,9 +123,10 @@ def prerequisite(method: str, tmp_path: Path, max_iter: int = 3) -> list[str]:
         return []
     out = tmp_path / f"prerequisite-{source}"
     if not (out / "checkpoint.pt").exists():
-        flags = [t for k, v in METHODS.get(method).test_flags.items() for t in ("--" + k.replace("_", "-"), str(v))]
         base = tiny_argv(source, out, max_iter=max_iter)
-        train_ok(base + [t for t in flags if t not in base])
+        flags = [t for k, v in METHODS.get(method).test_flags.items() if "--" + k.replace("_", "-") not in base
+                 for t in ("--" + k.replace("_", "-"), str(v))]  # fmt: skip
+        train_ok(base + flags)
     return ["--from", str(out / "checkpoint.pt")]
 
 
