@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
+from loguru import logger
 
 from hashkit.atomic import atomic_write_json
 from hashkit.errors import HashkitError
@@ -447,8 +448,6 @@ class Index:
             try:
                 self.build_mih()
             except HashkitError as exc:
-                from loguru import logger
-
                 logger.warning(f"MIH tables of {self.path} could not be stored ({exc}); building them in memory")
                 for segment in self._segments:
                     if not _mih.is_fresh(segment.entry, self.bits) and segment.entry["name"] not in self._mih_cache:
