@@ -206,3 +206,27 @@ def test_mih_bad_backend_use():
         from hashkit.index.core import _check_backend
 
         _check_backend("mih", "cuda", knn=True)
+
+
+def test_cli_search_backend_mih_matches_native(tmp_path, capsys):
+    """``hashkit search --backend mih`` (in process) gives the native engine's hits; --rebuild-mih rebuilds."""
+    import hashkit
+    from hashkit.cli import main
+    from test_retrieval_cli import make_checkpoint, make_images
+
+    checkpoint = make_checkpoint(tmp_path / "model.pt")
+    paths = [str(p) for p in make_images(tmp_path / "photos", 10, seed=5)]
+    model = hashkit.load(checkpoint)
+    index = Index.create(tmp_path / "idx", model.code_length, model.identity)
+    index.add(model.encode(paths, progress=False), paths)
+    base = ["search", "--index", str(tmp_path / "idx"), "--checkpoint", str(checkpoint), "--query", paths[2], "--json"]
+    results = {}
+    for extra in (["--k", "4"], ["--k", "4", "--backend", "mih"], ["--radius", "6"],
+                  ["--radius", "6", "--backend", "mih", "--rebuild-mih"]):
+        assert main(base + extra) == 0
+        results[" ".join(extra)] = json.loads(capsys.readouterr().out)["queries"]
+    assert results["--k 4"] == results["--k 4 --backend mih"]
+    assert results["--radius 6"] == results["--radius 6 --backend mih --rebuild-mih"]
+    assert "mih" in _manifest(tmp_path / "idx")["segments"][0]
+    assert main(base + ["--rebuild-mih"]) == 2
+    assert "--rebuild-mih needs --backend mih" in capsys.readouterr().err

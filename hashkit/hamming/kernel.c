@@ -449,6 +449,7 @@ int hk_mih_knn(const uint64_t *db, int32_t W, int64_t n, int32_t m, const int32_
             for (uint32_t t = off[key], e = off[key + 1]; t < e; t++) {
               uint32_t d;
               int64_t p = perm[t];
+              if (t + 8 < e) __builtin_prefetch(db + (int64_t)perm[t + 8] * W); /* random reads: hide latency */
               if (hk_mih_new(qw, db, W, p, m, smask, r, j, &d)) {
                 seen++;
                 hk_top_insert(bd, bi, &cnt, k, d, p);
@@ -518,6 +519,7 @@ int64_t hk_mih_range(const uint64_t *db, int32_t W, int64_t n, int32_t m, const 
               for (uint32_t t = off[key], e = off[key + 1]; t < e; t++) {
                 uint32_t d;
                 int64_t p = perm[t];
+                if (t + 8 < e) __builtin_prefetch(db + (int64_t)perm[t + 8] * W);
                 if (hk_mih_new(qw, db, W, p, m, smask, r, j, &d) && (int32_t)d <= radius) {
                   if (u >= cap) { full = 1; break; }
                   orow[u] = i; opos[u] = p; odist[u] = (int32_t)d; u++;

@@ -14,6 +14,7 @@ Directory layout of an index ``INDEX/`` (format version 1)::
                                a Hamming distance; packed input with nonzero padding bits is refused)
     seg-000001-<rand>.offsets  little-endian int64 (n + 1): where each item id starts in ``.ids``
     seg-000001-<rand>.ids      the item ids (e.g. image paths), UTF-8, concatenated
+    seg-000001-<rand>-mih1-<rand>.mih   optional multi-index hashing tables of that segment
     .lock                      writer lock (flock); holds no data
 
 Crash safety: segments are immutable. ``add`` writes (and fsyncs) a new segment, then atomically
@@ -47,6 +48,10 @@ Backends:
   among equal distances, so hashkit fetches k' >= k candidates, re-sorts them by (distance,
   position) and retries with a larger k' any query whose k'-th distance equals its k-th (then a tie
   could be cut off); results equal the native engine's. The codes are copied into RAM.
+* ``mih``: multi-index hashing (Norouzi et al., TPAMI 2014), exact top-k and radius search that
+  compares a small part of the collection; per-segment tables stored beside the segments and listed
+  in the manifest (:mod:`hashkit.index.mih`, :mod:`hashkit.hamming.mih`). Results equal the native
+  engine's, ties included.
 * ``faiss-hash`` (``range_search`` only): IndexBinaryMultiHash with radius + 1 hash tables over
   disjoint substrings, exact by the pigeonhole principle (two codes within the radius agree
   exactly on at least one substring); much faster than a scan for small radii.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
+from loguru import logger
 
 from hashkit.atomic import atomic_write_json
 from hashkit.errors import HashkitError
@@ -219,6 +220,46 @@ class Index:
         self._segments.append(segment)
         self._reindex()
 
+    def stage(self, codes: Any, ids: Sequence[str | os.PathLike], packed: bool | None = None) -> dict | None:
+        """Write a new segment's files without listing it: one process's part of a multi-process append.
+
+        Returns its manifest entry (None for no codes); :meth:`commit_staged` lists the entries of all
+        processes with one manifest replacement. Until then readers do not see the files, and the next
+        writer deletes them if the commit never comes (a process died). Takes no lock, so several
+        processes (``hashkit encode`` under torchrun) can stage at once.
+        """
+        data = as_packed(codes, self.bits, what="codes to add", packed=packed)
+        id_list = _check_ids(ids, len(data))
+        if len(data) == 0:
+            return None
+        blob, offsets = _encode_ids(id_list)
+        name = f"seg-{int(self._manifest['generation']) + 1:06d}-{secrets.token_hex(4)}"
+        return _write_segment(self.path, name, len(data), [("codes", [data]), ("offsets", [offsets]), ("ids", [blob])])
+
+    def commit_staged(self, entries: Sequence[dict | None]) -> None:
+        """Append the segments written by :meth:`stage` (in this order) with one atomic manifest commit.
+
+        Every staged file is checked against its entry (size and sha256) first; a missing or damaged
+        one is refused and the index stays as it was.
+        """
+        staged = [e for e in entries if e]
+        if not staged:
+            return
+        with _writer_lock(self.path):
+            on_disk = self._check_unchanged()
+            segments = [_load_segment(self.path, e, self.nbytes, self._mmap, True) for e in staged]
+            manifest = dict(on_disk)
+            manifest.update(
+                count=int(on_disk["count"]) + sum(int(e["count"]) for e in staged),
+                generation=int(on_disk["generation"]) + 1,
+                updated=_now(),
+                segments=[*on_disk["segments"], *staged],
+            )
+            self._commit(manifest, staged)
+        self._manifest = manifest
+        self._segments.extend(segments)
+        self._reindex()
+
     def compact(self) -> None:
         """Merge all segments into one (fewer files, faster search after many small appends); atomic."""
         if len(self._segments) <= 1:
@@ -407,8 +448,6 @@ class Index:
             try:
                 self.build_mih()
             except HashkitError as exc:
-                from loguru import logger
-
                 logger.warning(f"MIH tables of {self.path} could not be stored ({exc}); building them in memory")
                 for segment in self._segments:
                     if not _mih.is_fresh(segment.entry, self.bits) and segment.entry["name"] not in self._mih_cache:
