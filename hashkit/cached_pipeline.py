@@ -64,6 +64,7 @@ class CachedPipeline:
         cache_batch_size: int | None = None,
         precision: str = "fp32",
         encode_flip: bool = False,
+        test_recipe: str = DEFAULT_TEST,
     ) -> None:
         backbone = model.backbone
         if not 0 < start <= len(backbone):
@@ -87,7 +88,9 @@ class CachedPipeline:
         freeze_stages(self.prefix)
         spec = backbone.input_spec
         stage = backbone.stage_names[start] if start < len(backbone) else "end"
-        self.recipe = DEFAULT_TEST  # cached once, so a deterministic evaluation recipe (hashkit.transforms)
+        # The transform (hashkit.transforms) whose outputs are cached, once: a deterministic evaluation
+        # recipe; training batches are these activations, flipped (and cached views with ``views``).
+        self.recipe = test_recipe
         transform = f"{describe(spec, image_size, self.recipe)}; compute {precision}"
         self.key = CacheKey(
             dataset=dataset, arch=backbone.arch, stage=stage, stage_index=start,

@@ -17,7 +17,7 @@ DistributedDataParallel wrapper of the model with the per-rank batch size — in
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ from hashkit.progress import progress
 from hashkit.transforms import build_transform
 
 
+@runtime_checkable  # for tests and type checkers; hashkit itself never probes a pipeline
 class InputPipeline(Protocol):
     """What the Trainer, evaluation and ``hashkit evaluate`` need from an input pipeline."""
 
