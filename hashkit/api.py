@@ -59,16 +59,26 @@ class Hasher:
     def encode(self, images: Sequence[ImageLike] | ImageCollection, batch_size: int = 64, num_workers: int = 0,
                progress: bool = True) -> np.ndarray:
         """±1 int8 codes (n, code_length) for image paths, PIL images, or an ImageCollection."""
+        return self._run(images, lambda out: binarize(out).to(torch.int8), torch.int8, batch_size, num_workers, progress)
+
+    @torch.no_grad()
+    def embed(self, images: Sequence[ImageLike] | ImageCollection, batch_size: int = 64, num_workers: int = 0,
+              progress: bool = True) -> np.ndarray:
+        """The real-valued outputs (n, code_length) float32 whose signs ``encode`` returns (for tie scores)."""
+        return self._run(images, lambda out: out.float(), torch.float32, batch_size, num_workers, progress)
+
+    def _run(self, images: Sequence[ImageLike] | ImageCollection, convert: Any, dtype: torch.dtype,
+             batch_size: int, num_workers: int, progress: bool) -> np.ndarray:
         collection = images if isinstance(images, ImageCollection) else _as_collection(images)
         loader = DataLoader(ImageDataset(collection, self.transform), batch_size=batch_size, num_workers=num_workers)
-        codes = []
+        parts = []
         with tqdm(total=len(collection), desc="encode", unit="img", leave=False, disable=not progress) as bar:
             for batch, _, _ in loader:
-                codes.append(binarize(self.outputs(batch.to(self.device))).to(torch.int8).cpu())
+                parts.append(convert(self.outputs(batch.to(self.device))).cpu())
                 bar.update(len(batch))
-        if not codes:
-            return np.zeros((0, self.code_length), dtype=np.int8)
-        return torch.cat(codes).numpy()
+        if not parts:
+            return torch.zeros((0, self.code_length), dtype=dtype).numpy()
+        return torch.cat(parts).numpy()
 
     def outputs(self, images: torch.Tensor) -> torch.Tensor:
         """The network's real-valued outputs for a batch of transformed images (flip-averaged if the run was)."""

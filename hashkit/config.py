@@ -38,7 +38,7 @@ COMMON_FLAGS: dict[str, Flag] = {
     "max_iter": Flag(None, "number of training epochs (outer iterations for ADSH/DIHN), as the seeds name it", int),
     "evaluate_interval": Flag(10, "evaluate every N epochs (and always after the last)", int),
     "topk": Flag(None, "mAP@k cut-off; 0 or absent = the dataset's default (CIFAR-10: ALL)", int),
-    "metrics": Flag("map", "comma-separated metrics to compute: map, precision_radius, pr_curve, precision_at"),
+    "metrics": Flag("map,pr_curve,precision_at", "comma-separated metrics to compute: map, precision_radius, pr_curve, precision_at (the curves cost milliseconds and let `hashkit plot` and `hashkit serve --runs` draw any run)"),
     "num_workers": Flag(0, "DataLoader worker processes decoding images", int),
     "train_from": Flag(None, "fine-tune only the backbone stages from STAGE on (e.g. block11), on activations of the frozen stages before it computed once and cached on disk (--cache-dir); absent or 0 = full fine-tuning"),
     "freeze_backbone": Flag(False, "train only the hash layer on backbone features computed once and cached on disk (= --train-from after the last stage)", bool),
