@@ -56,16 +56,16 @@ class _TooLarge(Exception):
 class BodyLimit:
     """ASGI middleware: refuse request bodies over ``limit`` bytes on /api/ routes, even without Content-Length."""
 
-    def __init__(self, app: Any, limit: int) -> None:
+    def __init__(self, app: Any, limit_mb: float) -> None:
         self.app = app
-        self.limit = limit
+        self.limit_mb = limit_mb
+        self.limit = int(limit_mb * 2**20)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
-        mb = self.limit / 2**20
-        message = f"upload is larger than the {mb:g} MB limit; send a smaller image or raise --max-upload-mb"
+        message = f"upload is larger than the {self.limit_mb:g} MB limit; send a smaller image or raise --max-upload-mb"
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
                 await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
@@ -128,7 +128,7 @@ def create_app(
     app.state.batcher = batcher
     app.state.live = live
     app.state.items = items
-    app.add_middleware(BodyLimit, limit=int(max_upload_mb * 2**20))
+    app.add_middleware(BodyLimit, limit_mb=max_upload_mb)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=str(HERE / "templates"))
 
@@ -338,8 +338,3 @@ def _indexed_image(live: LiveIndex, items: ItemSource, position: Any) -> tuple[s
     if image is None:
         raise UploadError(f"the image of item {text} ({item_id}) cannot be found; pass --images FOLDER", 404)
     return item_id, image
-
-
-def results_positions(doc: dict[str, Any]) -> np.ndarray:
-    """Positions of the first query's results (helper for tests and the benchmark)."""
-    return np.array([r["position"] for r in doc["queries"][0]["results"]], dtype=np.int64)
