@@ -18,7 +18,8 @@ setup(
     long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["hashkit", "hashkit.backbones", "hashkit.methods", "hashkit.data"],
+    packages=["hashkit", "hashkit.backbones", "hashkit.methods", "hashkit.data", "hashkit.serve"],
+    package_data={"hashkit.serve": ["templates/*.html", "static/*"]},
     package_dir={"hashkit.methods": "methods", "hashkit.data": "data"},
     install_requires=[
         "torch==2.14.1",
@@ -30,7 +31,11 @@ setup(
         "loguru>=0.7",
         "tqdm>=4.66",
         "matplotlib>=3.7",
+        "fastapi>=0.110",
+        "uvicorn>=0.29",
+        "python-multipart>=0.0.9",
+        "jinja2>=3.1",
     ],
-    extras_require={"faiss": ["faiss-cpu>=1.8"], "test": ["pytest>=8.0"]},
+    extras_require={"faiss": ["faiss-cpu>=1.8"], "test": ["pytest>=8.0", "httpx>=0.27", "selenium>=4.20"]},
     entry_points={"console_scripts": ["hashkit=hashkit.cli:main"]},
 )

@@ -294,3 +294,20 @@ def test_concurrent_append_never_shows_a_half_written_segment(setup: dict, tmp_p
     assert len(set(counts)) >= 2  # the server saw the index grow while it served
     assert not [w for w in warnings if "keeping the previous snapshot" in w]
     assert Index.open(index_dir).num_segments == 1 + appends
+
+
+def test_cli_mistakes_are_one_line_errors(setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from hashkit.cli import main
+
+    cases = [
+        (["--index", str(tmp_path / "none.index"), "--checkpoint", str(setup["checkpoint"])], "none.index"),
+        (["--index", str(setup["index"]), "--checkpoint", str(setup["checkpoint"]), "--runs", str(tmp_path / "x")],
+         "--runs"),
+        (["--index", str(setup["index"]), "--checkpoint", str(setup["checkpoint"]), "--max-upload-mb", "0"],
+         "--max-upload-mb"),
+    ]
+    for argv, words in cases:
+        capsys.readouterr()
+        assert main(["serve", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("hashkit: error:") and words in err[0], err

@@ -18,6 +18,11 @@
     errorLine.textContent = message; errorLine.hidden = false; status.textContent = ""; setState("error");
   }
   function clearError() { errorLine.hidden = true; errorLine.textContent = ""; }
+  // Long ids (absolute dataset paths) are shown by their last three parts; the full id is the tooltip.
+  function shortId(id) {
+    const parts = id.split("/");
+    return parts.length > 3 ? "…/" + parts.slice(-3).join("/") : id;
+  }
   function mode() { return form.querySelector("input[name=mode]:checked").value; }
 
   async function search(query) {
@@ -69,7 +74,8 @@
       const dist = document.createElement("span"); dist.className = "dist"; dist.textContent = `d = ${hit.distance}`;
       line.append(rank, dist);
       const labels = document.createElement("span"); labels.className = "labels";
-      const id = document.createElement("span"); id.className = "item-id"; id.textContent = hit.id;
+      const id = document.createElement("span"); id.className = "item-id"; id.textContent = shortId(hit.id);
+      id.title = hit.id; button.dataset.id = hit.id;
       button.append(thumb, line, labels, id);
       button.addEventListener("click", () => search({ position: hit.position, id: hit.id }));
       li.append(button);
