@@ -29,6 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from loguru import logger
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import hashkit
 from hashkit import ties as tie_order
@@ -131,6 +132,11 @@ def create_app(
     app.add_middleware(BodyLimit, limit_mb=max_upload_mb)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        what = "not found" if exc.status_code == 404 else str(exc.detail)
+        return _error(f"{what}: {request.url.path}", exc.status_code)
 
     @app.get("/", response_class=HTMLResponse)
     async def search_page(request: Request) -> Any:
