@@ -39,7 +39,11 @@ setup(
         "loguru>=0.7",
         "tqdm>=4.66",
         "matplotlib>=3.7",
+        "fastapi>=0.110",
+        "uvicorn>=0.29",
+        "python-multipart>=0.0.9",
+        "jinja2>=3.1",
     ],
-    extras_require={"faiss": ["faiss-cpu>=1.8"], "test": ["pytest>=8.0"]},
+    extras_require={"faiss": ["faiss-cpu>=1.8"], "test": ["pytest>=8.0", "httpx>=0.27", "selenium>=4.20"]},
     entry_points={"console_scripts": ["hashkit=hashkit.cli:main"]},
 )

@@ -64,11 +64,21 @@ class Hasher:
     def encode(self, images: Sequence[ImageLike] | ImageCollection, batch_size: int = 64, num_workers: int = 0,
                progress: bool = True) -> np.ndarray:
         """±1 int8 codes (n, code_length) for image paths, PIL images, or an ImageCollection."""
+        return self._run(images, lambda out: binarize(out).to(torch.int8), torch.int8, batch_size, num_workers, progress)
+
+    @torch.no_grad()
+    def embed(self, images: Sequence[ImageLike] | ImageCollection, batch_size: int = 64, num_workers: int = 0,
+              progress: bool = True) -> np.ndarray:
+        """The real-valued outputs (n, code_length) float32 whose signs ``encode`` returns (for tie scores)."""
+        return self._run(images, lambda out: out.float(), torch.float32, batch_size, num_workers, progress)
+
+    def _run(self, images: Sequence[ImageLike] | ImageCollection, convert: Any, dtype: torch.dtype,
+             batch_size: int, num_workers: int, progress: bool) -> np.ndarray:
         collection = images if isinstance(images, ImageCollection) else _as_collection(images)
         batches = image_batches(collection, self.transform, batch_size, num_workers, lambda x: x.to(self.device))
         outputs = encode_batches(self.model, batches, self._network, total=len(collection), width=self.code_length,
                                  show_progress=progress)  # fmt: skip
-        return binarize(outputs).to(torch.int8).numpy()
+        return convert(outputs).numpy()
 
     def outputs(self, images: torch.Tensor) -> torch.Tensor:
         """The network's real-valued outputs for a batch of transformed images (flip-averaged if the run was)."""

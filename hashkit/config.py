@@ -55,7 +55,7 @@ COMMON_FLAGS: dict[str, Flag] = {
     "hash_init_std": Flag(None, "initialise the hash layer's weights from N(0, std²) and its bias to 0 (HashNet's seed: 0.01); default torch's Linear init", float),
     "evaluate_interval": Flag(None, "evaluate every N epochs and after the last (0: only after the last)", int, kind="runtime"),
     "topk": Flag(None, "mAP@k cut-off; 0 or absent = the dataset's default (CIFAR-10: ALL)", int, kind="protocol"),
-    "metrics": Flag("map", "comma-separated metrics to compute: map, precision_radius, pr_curve, precision_at", kind="runtime"),
+    "metrics": Flag("map,pr_curve,precision_at", "comma-separated metrics to compute: map, precision_radius, pr_curve, precision_at (the curves cost milliseconds and let `hashkit plot` and `hashkit serve --runs` draw any run)", kind="runtime"),
     "num_workers": Flag(0, "DataLoader worker processes decoding images", int, kind="runtime"),
     "train_from": Flag(None, "fine-tune only the backbone stages from STAGE on (e.g. block11), on activations of the frozen stages before it computed once and cached on disk (--cache-dir); absent or 0 = full fine-tuning"),
     "freeze_backbone": Flag(False, "train only the hash layer on backbone features computed once and cached on disk (= --train-from after the last stage)", bool),

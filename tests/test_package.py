@@ -22,6 +22,7 @@ def test_wheel_has_only_the_hashkit_package(tmp_path: Path) -> None:
     top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert top_level == {"hashkit"}
     assert "hashkit/methods/dpsh.py" in names and "hashkit/data/cifar10.py" in names
+    assert "hashkit/serve/templates/search.html" in names and "hashkit/serve/static/search.js" in names
     assert not any(n.startswith(("methods/", "data/")) for n in names)
 
 
