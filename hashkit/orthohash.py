@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hashkit.centers import class_centers
-from hashkit.codeheads import check_labels, cosine_logits, soft_cross_entropy
+from hashkit.codeheads import FIRE_SEED, check_labels, cosine_logits, soft_cross_entropy
 from hashkit.errors import HashkitError
 from hashkit.method import Batch, HashingMethod, Hyper, TrainingData
 from hashkit.model import binarize
@@ -37,12 +37,7 @@ ORTHOHASH_PAPER = (
     "Hoe, Ng, Chan, Chan, Chen, Gan. One Loss for All: Deep Hashing with a Single Cosine Similarity based "
     "Learning Objective. NeurIPS 2021"
 )
-# FIRe's orthocos/orthoarc templates: AlexNet, Adam lr 1e-4 on the hash part and 0.1 × on the backbone,
-# weight decay 5e-4, batch 64, 100 epochs.
-ORTHOHASH_SEED: dict[str, Any] = {
-    "arch": "alexnet", "optimizer": "adam", "lr": 1e-5, "hash_lr_mult": 10.0, "weight_decay": 5e-4,
-    "batch_size": 64, "max_iter": 100, "lr_schedule": "constant",
-}  # fmt: skip
+ORTHOHASH_SEED: dict[str, Any] = dict(FIRE_SEED)  # the authors' templates keep FIRe's defaults
 
 
 def orthohash_loss(margin_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -93,7 +88,7 @@ class OrthoHashMethod(HashingMethod):
             raise RuntimeError(f"{self.name}.training_step before setup")
         v = self.normalise(outputs)
         labels = batch.labels.to(v.dtype)
-        losses = {"ce": orthohash_loss(self.margin_logits(cosine_logits(v, self.centers), labels), labels)}
+        losses = {"ce": orthohash_loss(self.margin_logits(cosine_logits(v, self.centers.to(v.dtype)), labels), labels)}
         if self.hparams["quan"]:
             losses["quantization"] = float(self.hparams["quan"]) * cosine_quantization(v)
         return losses
