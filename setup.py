@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 VERSION = next(
@@ -18,8 +18,15 @@ setup(
     long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["hashkit", "hashkit.backbones", "hashkit.methods", "hashkit.data"],
+    # Discovered, so a new subpackage can never be left out of a wheel (tests/test_package.py builds one):
+    # hashkit/ and its subpackages, plus methods/ and data/ mapped into the hashkit namespace.
+    packages=[
+        *find_packages(include=["hashkit", "hashkit.*"]),
+        *("hashkit.methods" + p[len("methods"):] for p in find_packages(include=["methods", "methods.*"])),
+        *("hashkit.data" + p[len("data"):] for p in find_packages(include=["data", "data.*"])),
+    ],
     package_dir={"hashkit.methods": "methods", "hashkit.data": "data"},
+    package_data={"hashkit": ["*.c", "**/*.c", "**/*.html", "**/*.css", "**/*.js", "**/templates/*", "**/static/*"]},
     install_requires=[
         "torch==2.14.1",
         "torchvision==0.29.1",

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hashkit.config import Flag
+from hashkit.flags import Flag
 from hashkit.errors import HashkitError
 
 from .base import DataConfig, DatasetSplits, ImageCollection

@@ -54,7 +54,7 @@ from typing import Callable
 import numpy as np
 from loguru import logger
 
-from hashkit.config import Flag
+from hashkit.flags import Flag
 from hashkit.errors import HashkitError
 from hashkit.registry import DATASETS
 

@@ -4,8 +4,8 @@
 hashkit.feature_cache) and fine-tunes STAGE… plus the hash layer on the cached activations;
 ``--freeze-backbone`` caches the pooled features and trains only the hash layer. :class:`CachedPipeline`
 offers the same calls as :class:`hashkit.pipeline.ImagePipeline`, so the Trainer, evaluation, ``hashkit
-evaluate`` and every method run unchanged. ``--cpu-recipe`` is the measured preset for a 2-core CPU
-(see :data:`CPU_RECIPE` and the README's "The CPU recipe and results").
+evaluate`` and every method run unchanged. ``--recipe cpu`` is the measured preset for a 2-core CPU
+(see :data:`hashkit.recipes.CPU_RECIPE` and the README's "The CPU recipe and results").
 """
 
 from __future__ import annotations
@@ -32,60 +32,6 @@ from hashkit.feature_cache import (
 from hashkit.method import Batch
 from hashkit.model import HashModel
 from hashkit.paths import cache_root
-
-# --cpu-recipe: EfficientNet-Lite0 at 128 px, blocks 0–10 frozen and cached, blocks 11–15 + hash layer
-# fine-tuned 32 epochs with Adam (body lr 5e-4 cosine-decayed to 0, hash layer 1e-3), batch 64, weight
-# decay 1e-5, random horizontal flips of the cached activations; evaluated once, after the last epoch,
-# with flip-averaged encoding (codes = sign of the mean output on the activations and their mirror).
-# Methods add their own values (HashingMethod.cpu_recipe_defaults, e.g. DHN's λ = 0.1).
-# Measured with this code, CIFAR-10 seed protocol (seed 0), 32 bits, mAP@ALL: DPSH 0.6945 with plain
-# encoding, 0.7007 flip-averaged (averaging over ±1-pixel shifts as well reached 0.708 but costs 5× the
-# encoding time); see the README's results table.
-CPU_RECIPE: dict[str, Any] = {
-    "arch": "efficientnet_lite0",
-    "image_size": 128,
-    "train_from": "block11",
-    "max_iter": 32,
-    "lr_schedule": "cosine",
-    "lr": 5e-4,
-    "hash_lr_mult": 2.0,
-    "optimizer": "adam",
-    "batch_size": 64,
-    "weight_decay": 1e-5,
-    "cached_flip": True,
-    "evaluate_interval": 32,
-    "encode_flip": True,
-}
-
-
-def apply_cpu_recipe(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with :data:`CPU_RECIPE` filled in when ``config['cpu_recipe']`` is set: the recipe
-    replaces keys left unset (None) or at their common default; a value the user changed wins.
-    Call before ``resolve_config`` (the method's own defaults must not win over the recipe)."""
-    if not config.get("cpu_recipe"):
-        return config
-    from hashkit.config import COMMON_FLAGS
-
-    out = dict(config)
-    # --freeze-backbone keeps its meaning under the recipe (pooled features, hash layer only), which
-    # rules out the recipe's --train-from and --encode-flip (there is nothing spatial to mirror).
-    skipped = {"train_from", "encode_flip"} if config.get("freeze_backbone") else set()
-    for key, value in CPU_RECIPE.items():
-        if key in skipped:
-            continue
-        flag = COMMON_FLAGS.get(key)
-        if out.get(key) is None or (flag is not None and out.get(key) == flag.default):
-            out[key] = value
-    if "evaluate_interval" in CPU_RECIPE and out.get("evaluate_interval") == CPU_RECIPE["evaluate_interval"]:
-        out["evaluate_interval"] = out["max_iter"]  # evaluate once, after the last epoch
-    if out.get("method"):  # the method's own recipe values (e.g. DHN's λ), where the user set none
-        from hashkit.registry import METHODS
-
-        for key, value in METHODS.get(out["method"]).cpu_recipe_defaults.items():
-            if out.get(key) is None:
-                out[key] = value
-    return out
-
 
 def train_from_index(config: dict[str, Any], model: HashModel) -> int:
     """The index of the first trained backbone stage: 0 = full fine-tuning (the default),
@@ -282,11 +228,6 @@ def _stay_in_eval(self: torch.nn.Module, mode: bool = True) -> torch.nn.Module:
 def build_cached_pipeline(config: dict[str, Any], model: HashModel, device: torch.device) -> CachedPipeline | None:
     """The cached pipeline ``config`` asks for (``--train-from`` / ``--freeze-backbone``), or None for
     full fine-tuning."""
-    if config.get("cpu_recipe") and config.get("train_from") is None and not config.get("freeze_backbone"):
-        raise HashkitError(
-            "--cpu-recipe was given but the recipe was not applied to the config: "
-            "hashkit.config.resolve_config must call hashkit.cached_pipeline.apply_cpu_recipe first"
-        )
     start = train_from_index(config, model)
     if start == 0:
         return None

@@ -80,25 +80,26 @@ class HashingMethod(abc.ABC):
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     hyperparameters: ClassVar[dict[str, Hyper]] = {}
-    # Defaults for common flags (lr, batch_size, max_iter, arch, …) that this method's paper/seed uses.
-    training_defaults: ClassVar[dict[str, Any]] = {}
-    # What ``--cpu-recipe`` sets for this method beyond the shared preset (measured; flags you give win).
-    cpu_recipe_defaults: ClassVar[dict[str, Any]] = {}
+    # Training recipes as data (see hashkit.recipes): "seed" = the values of common flags (optimizer, lr,
+    # schedule, transforms, arch, epochs, …) and hyper-parameters that the method's seed code/paper uses;
+    # "cpu" = what the method sets on top of the shared 2-core CPU preset (measured). Flags given win.
+    recipes: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Config keys (besides arch and code_length) that a --from checkpoint fixes for this method: taken from
+    # it when not given, refused when given with another value (DIHN: the incremental protocol's split).
+    init_fixed_keys: ClassVar[tuple[str, ...]] = ()
+    # True when one "epoch" (--max-iter) of this method is an outer iteration of an alternating scheme
+    # (ADSH, DIHN): schedules stepping per epoch then step per outer iteration.
+    epoch_is_outer_iteration: ClassVar[bool] = False
+    # The method whose checkpoint this one starts from (--from), e.g. DIHN from ADSH; None = from ImageNet.
+    starts_from: ClassVar[str | None] = None
+    # Flags a minimal run of this method needs beyond the common ones (the registry-wide tests pass them),
+    # e.g. DIHN's incremental protocol: {"num_seen": 3}.
+    test_flags: ClassVar[dict[str, Any]] = {}
     supervised: ClassVar[bool] = True
     training_split: ClassVar[str] = "train"  # which split the method trains on ("train" or "database")
     # True when training under torchrun gives the single-process gradient of the global batch: the loss is
     # a mean over the batch and state kept across steps is updated in ``observe`` (see hashkit.distributed).
     supports_distributed: ClassVar[bool] = False
-
-    # Training recipes as data: "seed" = the paper's/public code's recipe, "cpu" = what this method sets
-    # beyond the shared CPU recipe (measured). Keys are config keys (= flags).
-    recipes: ClassVar[dict[str, dict[str, Any]]] = {}
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "recipes" in cls.__dict__:  # the older names the config resolution reads
-            cls.training_defaults = dict(cls.recipes.get("seed", {}))
-            cls.cpu_recipe_defaults = dict(cls.recipes.get("cpu", {}))
 
     def __init__(self, code_length: int, hparams: dict[str, Any], device: torch.device) -> None:
         self.code_length = code_length

@@ -23,17 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from hashkit.config import keys_of_kind
 from hashkit.errors import HashkitError
 
 METRICS = ("map", "best_map")
-# Settings that define the retrieval protocol and the backbone: differences are shown as columns.
+# Settings that define the retrieval protocol and the backbone (the "protocol" kind of hashkit.config, less
+# the keys that index the table): differences are shown as columns.
 PROTOCOL_KEYS = ("arch", "pretrained", "image_size", "topk", "num_query", "num_train", "num_database")
-# Config keys that never change the number (where files live, how fast it ran, what else was computed),
-# plus the ones that index the table itself.
-IGNORED_KEYS = frozenset({
-    "method", "dataset", "code_length", "seed", "out", "overwrite", "gpu", "num_workers", "root", "cache_dir",
-    "download", "metrics", "evaluate_interval", "command", "verbose", "run",
-})
+# The keys that index the table itself, plus every "runtime" key of hashkit.config (where files live, how
+# fast it ran, what else was computed): they never change the number. The recipe's name is ignored too:
+# the values it set are compared one by one.
+IGNORED_KEYS = frozenset({"method", "dataset", "code_length", "seed", "command", "verbose", "run", "recipe", "cpu_recipe"}) | keys_of_kind("runtime")
 LOG_NAME = "train.log"  # scripts/sweep.sh keeps each run's output here
 PROTOCOL_LABELS = {
     "arch": "arch", "pretrained": "pretrained", "image_size": "image", "topk": "topk",

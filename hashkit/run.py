@@ -13,7 +13,16 @@ from loguru import logger
 
 from hashkit import distributed
 from hashkit.checkpoint import load_checkpoint
-from hashkit.config import method_hparams, parse_metrics, resolve_config
+from hashkit.config import (
+    RunConfig,
+    describe_config,
+    flag_name,
+    keys_of_kind,
+    method_hparams,
+    parse_metrics,
+    resolve_config,
+    same_setting,
+)
 from hashkit.data.base import DataConfig, DatasetSplits
 from hashkit.device import resolve_device, seed_everything
 from hashkit.distributed import DistContext
@@ -84,11 +93,26 @@ def default_out_dir(config: dict[str, Any]) -> Path:
     return Path("runs") / f"{config['method']}-{config['dataset']}-{config['code_length']}bits-seed{config['seed']}"
 
 
-# Config keys a resumed run may change: where results go, what is reported, and resources. Every other
-# key changes the training trajectory, so --resume refuses a checkpoint whose config differs in it.
-RESUME_FREE_KEYS = frozenset(
-    {"out", "overwrite", "resume", "gpu", "num_workers", "evaluate_interval", "topk", "metrics", "root", "cache_dir", "download"}
-)
+# Config keys a resumed run may change: where results go, what is reported, and resources (the "runtime"
+# kind of hashkit.config), and topk (only the evaluation). Every other key changes the training
+# trajectory, so --resume refuses a checkpoint whose config differs in it.
+RESUME_FREE_KEYS = keys_of_kind("runtime") | {"topk"}
+
+
+def resolve_run_config(given: dict[str, Any]) -> RunConfig:
+    """The run's full configuration from the flags given (None = not given), with ``--from``'s fixed keys."""
+    init_config = load_checkpoint(given["init_from"]).get("config") if given.get("init_from") else None
+    config = resolve_config(given, init_config)
+    config["metrics"] = ",".join(parse_metrics(config["metrics"]))
+    return config
+
+
+def dry_run(given: dict[str, Any]) -> dict[str, Any]:
+    """``hashkit train --dry-run``: the fully resolved configuration, checked, without data or weights."""
+    config = resolve_run_config(given)
+    _validate(config, distributed.context_from_environment())
+    config["out"] = str(config.get("out") or default_out_dir(config))
+    return describe_config(config)
 
 
 def train(config: dict[str, Any]) -> dict[str, Any]:
@@ -96,8 +120,7 @@ def train(config: dict[str, Any]) -> dict[str, Any]:
 
     Under torchrun every process runs this; see hashkit.distributed for how the work is shared."""
     ctx = distributed.context_from_environment()
-    config = resolve_config(config)
-    config["metrics"] = ",".join(parse_metrics(config["metrics"]))
+    config = resolve_run_config(config)
     _validate(config, ctx)
     out_dir = Path(config.get("out") or default_out_dir(config))
     config["out"] = str(out_dir)
@@ -209,7 +232,7 @@ def _resume_checkpoint(config: dict[str, Any], out_dir: Path, ctx: DistContext) 
         )
     differ = []
     for key in sorted(set(saved) & set(config)):
-        if key in RESUME_FREE_KEYS or _same_setting(key, saved[key], config[key]):
+        if key in RESUME_FREE_KEYS or same_setting(key, saved[key], config[key]):
             continue
         if key == "max_iter" and config.get("lr_schedule", "constant") == "constant":
             continue  # a constant schedule does not depend on the number of epochs: the run may be extended
@@ -228,22 +251,6 @@ def _resume_checkpoint(config: dict[str, Any], out_dir: Path, ctx: DistContext) 
     return checkpoint
 
 
-def _same_setting(key: str, saved: Any, given: Any) -> bool:
-    if key in ("arch", "dataset") and saved is not None and given is not None:
-        registry = BACKBONES if key == "arch" else DATASETS
-        try:
-            return registry.canonical(str(saved)) == registry.canonical(str(given))
-        except HashkitError:
-            return str(saved) == str(given)
-    if isinstance(saved, (int, float)) and isinstance(given, (int, float)) and not isinstance(saved, bool):
-        return float(saved) == float(given)
-    return saved == given
-
-
-def flag_name(key: str) -> str:
-    return "--" + key.replace("_", "-")
-
-
 def _init_checkpoint(config: dict[str, Any]) -> dict[str, Any] | None:
     """The checkpoint named by ``--from``: network weights to start from (of any method with the same
     arch and code length; DIHN also takes the ADSH codes it holds), checked for compatibility."""
@@ -251,7 +258,7 @@ def _init_checkpoint(config: dict[str, Any]) -> dict[str, Any] | None:
         return None
     checkpoint = load_checkpoint(config["init_from"])
     for key in ("arch", "code_length"):
-        if not _same_setting(key, checkpoint[key], config[key]):
+        if not same_setting(key, checkpoint[key], config[key]):
             raise HashkitError(
                 f"--from {config['init_from']} has {key} {checkpoint[key]} but this run uses {config[key]}; "
                 f"pass --{key.replace('_', '-')} {checkpoint[key]}"

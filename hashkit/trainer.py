@@ -80,7 +80,10 @@ class Trainer:
         method.bind_model(model)
         self.optimizer = build_optimizer(model, config)
         self._add_method_module(config)
-        self.scheduler = build_scheduler(self.optimizer, config)
+        self.scheduler = build_scheduler(
+            self.optimizer, config, steps_per_epoch=math.ceil(len(self.train_set) / self.global_batch)
+        )
+        self.schedule_per_step = schedule_steps_per_batch(config)
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.timings = {"train_s": 0.0, "encode_s": 0.0, "eval_s": 0.0}
@@ -121,7 +124,7 @@ class Trainer:
         checkpoint of the last finished epoch; ``hashkit train … --resume`` continues from it."""
         config = self.config
         max_iter = int(config["max_iter"])
-        interval = max(1, int(config["evaluate_interval"]))
+        interval = int(config["evaluate_interval"]) or max_iter  # 0: only after the last epoch
         main = self.dist.is_main
         if main:
             self._write_result("running")
@@ -215,6 +218,8 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 (total if weight == 1.0 else total * weight).backward()
                 self.optimizer.step()
+                if self.schedule_per_step:
+                    self.scheduler.step()
                 for name, value in values.items():
                     sums[name] += value
                 steps += 1
@@ -222,7 +227,8 @@ class Trainer:
             bar.close()
         if steps != len(plan):
             raise RuntimeError(f"{type(self.pipeline).__name__}.train_batches yielded {steps} batches, {len(plan)} planned")
-        self.scheduler.step()
+        if not self.schedule_per_step:
+            self.scheduler.step()
         self.method.on_epoch_end(epoch)
         self.timings["train_s"] += time.perf_counter() - started
         means = {name: value / max(steps, 1) for name, value in sums.items()}
@@ -468,17 +474,39 @@ def build_optimizer(model: HashModel, config: dict[str, Any]) -> torch.optim.Opt
         groups.insert(0, {"params": body, "lr": lr})
     weight_decay = float(config["weight_decay"])
     name = config["optimizer"]
+    momentum = config.get("momentum")
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=weight_decay)
+        return torch.optim.SGD(
+            groups, lr=lr, momentum=0.9 if momentum is None else float(momentum), weight_decay=weight_decay,
+            nesterov=bool(config.get("nesterov")),
+        )
     if name == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=lr, weight_decay=weight_decay)
+        return torch.optim.RMSprop(groups, lr=lr, weight_decay=weight_decay, momentum=float(momentum or 0.0))
     raise HashkitError(f"--optimizer {name!r} is unknown; valid: adam, sgd, rmsprop")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: dict[str, Any]) -> torch.optim.lr_scheduler.LRScheduler:
-    """Constant, or cosine decay to 0 over ``max_iter`` epochs."""
-    if config.get("lr_schedule", "constant") == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(config["max_iter"])))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: dict[str, Any], steps_per_epoch: int = 1
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The ``--lr-schedule`` from torch.optim.lr_scheduler, counted in ``--lr-interval`` units (epochs or
+    steps; see :func:`schedule_steps_per_batch`): constant, cosine to ``lr_eta_min`` over the run,
+    exponential (``lr_gamma``) or step (``lr_step_size``, ``lr_gamma``)."""
+    name = config.get("lr_schedule", "constant")
+    sched = torch.optim.lr_scheduler
+    if name == "cosine":
+        total = int(config["max_iter"]) * (steps_per_epoch if schedule_steps_per_batch(config) else 1)
+        return sched.CosineAnnealingLR(optimizer, T_max=max(1, total), eta_min=float(config.get("lr_eta_min") or 0.0))
+    if name == "exponential":
+        return sched.ExponentialLR(optimizer, gamma=float(config["lr_gamma"]))
+    if name == "step":
+        return sched.StepLR(optimizer, step_size=int(config["lr_step_size"]), gamma=float(config["lr_gamma"]))
+    if name == "constant":
+        return sched.LambdaLR(optimizer, lambda _: 1.0)
+    raise HashkitError(f"--lr-schedule {name!r} is unknown; valid: constant, cosine, exponential, step")
+
+
+def schedule_steps_per_batch(config: dict[str, Any]) -> bool:
+    """True when the scheduler steps after every optimisation step (``--lr-interval step``), else per epoch."""
+    return config.get("lr_interval", "epoch") == "step"

@@ -60,15 +60,18 @@ class ADSH(HashingMethod):
         "num_samples": Hyper(2000, "database points sampled per outer iteration (|Ω|)", int),
         "max_epoch": Hyper(3, "passes over the sampled points per outer iteration (--max-iter counts outer iterations)", int),
     }
-    training_defaults = {
-        "lr": 1e-4,
-        "batch_size": 64,
-        "max_iter": 50,
-        "arch": "alexnet",
-        "optimizer": "adam",
-        "hash_lr_mult": 1.0,
+    recipes = {
+        "seed": {
+            "lr": 1e-4,
+            "batch_size": 64,
+            "max_iter": 50,
+            "arch": "alexnet",
+            "optimizer": "adam",
+            "hash_lr_mult": 1.0,
+        },
     }
     training_split = "database"
+    epoch_is_outer_iteration = True
 
     # Rows [num_frozen, num_codes) of V are learned; rows < num_frozen are fixed (DIHN's original codes).
     num_frozen: int = 0

@@ -44,17 +44,19 @@ class DHN(PairwiseMemoryMethod):
     hyperparameters = {
         "lamda": Hyper(1.0, "weight λ of DHN's smooth quantization term Σ log cosh(|u|−1) (paper's C = L + λQ)"),
     }
-    training_defaults = {
-        "arch": "alexnet",
-        "batch_size": 256,
-        "lr": 1e-5,
-        "max_iter": 500,
-        "optimizer": "rmsprop",
-        "hash_lr_mult": 1.0,
-    }
+    recipes = {
+        "seed": {
+            "arch": "alexnet",
+            "batch_size": 256,
+            "lr": 1e-5,
+            "max_iter": 500,
+            "optimizer": "rmsprop",
+            "hash_lr_mult": 1.0,
+        },
     # Under --cpu-recipe λ = 1 costs 0.07 mAP: CIFAR-10 seed protocol, 32 bits, mAP@ALL 0.6221 (λ 1),
     # 0.6924 (λ 0.1), 0.6827 (λ 0.03) — scripts/bench_cifar10_cpu.py --methods dhn --set lamda=…
-    cpu_recipe_defaults = {"lamda": 0.1}
+        "cpu": {"lamda": 0.1},
+    }
 
     def loss(self, codes: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         return dhn_loss(codes, self.memory.similarity(batch.labels), self.memory.U, self.hparams["lamda"])

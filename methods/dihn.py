@@ -33,6 +33,8 @@ from hashkit.errors import HashkitError
 from hashkit.method import Batch, Hyper, TrainingData
 from hashkit.registry import DATASETS, METHODS
 
+from hashkit.data.incremental import PROTOCOL_KEYS as INCREMENTAL_PROTOCOL_KEYS
+
 from .adsh import ADSH, adsh_loss, incremental_info, random_codes, soft_similarity
 
 
@@ -44,7 +46,11 @@ class DIHN(ADSH):
         **ADSH.hyperparameters,
         "mu": Hyper(50.0, "weight μ of DIHN's correlation term μ Σ tanh(F(x_i))ᵀ1 (IIE-MR/DIHN seed)"),
     }
-    training_defaults = dict(ADSH.training_defaults)
+    recipes = ADSH.recipes
+    # The incremental split must be ADSH's: taken from the --from checkpoint unless given (then checked).
+    init_fixed_keys = ("dataset", *INCREMENTAL_PROTOCOL_KEYS)
+    starts_from = "adsh"
+    test_flags = {"num_seen": 3}
     training_split = "database"  # the whole database: original + incremental
 
     def setup(self, data: TrainingData) -> None:

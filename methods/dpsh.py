@@ -29,7 +29,8 @@ class DPSH(PairwiseMemoryMethod):
     name = "dpsh"
     paper = "Li, Wang, Kang. Feature Learning based Deep Supervised Hashing with Pairwise Labels. IJCAI 2016"
     hyperparameters = {"eta": Hyper(10.0, "weight η of the quantization term η‖B−U‖² (paper eq. 3)")}
-    training_defaults = {"lr": 1e-5, "batch_size": 512, "max_iter": 150, "arch": "alexnet"}
+    recipes = {"seed": {"lr": 1e-5, "batch_size": 512, "max_iter": 150, "arch": "alexnet"}}
+
     def loss(self, codes: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         assert self.memory.labels is not None
         return dpsh_loss(codes, batch.labels, self.memory.U, self.memory.labels, self.hparams["eta"])

@@ -68,13 +68,15 @@ class HashNet(PairwiseMemoryMethod):
         "beta_gamma": Hyper(0.005, "continuation: β = β0·(1 + γ·t)^power at step t"),
         "beta_power": Hyper(0.5, "continuation: the power of β's schedule"),
     }
-    training_defaults = {
-        "arch": "resnet50",
-        "hash_lr_mult": 10.0,
-        "lr": 3e-4,
-        "batch_size": 72,
-        "max_iter": 72,
-        "optimizer": "sgd",
+    recipes = {
+        "seed": {
+            "arch": "resnet50",
+            "hash_lr_mult": 10.0,
+            "lr": 3e-4,
+            "batch_size": 72,
+            "max_iter": 72,
+            "optimizer": "sgd",
+        },
     }
 
     def __init__(self, code_length: int, hparams: dict[str, Any], device: torch.device) -> None:

@@ -81,16 +81,13 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def base_config(args: argparse.Namespace, method: str, bits: int, out: Path, **extra: Any) -> dict[str, Any]:
-    """The ``hashkit train --cpu-recipe`` config of one run."""
-    from hashkit.cached_pipeline import apply_cpu_recipe
-
-    config = {
+    """The flags of one ``hashkit train --recipe cpu`` run (hashkit.config.resolve_config fills in the rest)."""
+    return {
         "method": method, "code_length": bits, "dataset": "cifar10", "root": args.root, "seed": args.seed,
         "num_query": args.num_query, "num_train": args.num_train, "num_database": args.num_database,
         "cache_dir": args.cache_dir, "num_workers": args.num_workers, "out": str(out), "overwrite": True,
-        "cpu_recipe": True, "metrics": "map", **parse_overrides(args.set), **extra,
+        "recipe": "cpu", "metrics": "map", **parse_overrides(args.set), **extra,
     }  # fmt: skip
-    return apply_cpu_recipe(config)
 
 
 # ------------------------------------------------------------------------------------------------ context
@@ -255,11 +252,11 @@ def method_order(method: str) -> int:
 
 
 def method_recipe_values(methods: list[str]) -> str:
-    """'; dhn: lamda=0.1' — what the recipe sets per method (HashingMethod.cpu_recipe_defaults)."""
+    """'; dhn: lamda=0.1' — what the recipe sets per method (HashingMethod.recipes["cpu"])."""
     from hashkit.registry import METHODS
 
-    parts = [f"{m}: " + ", ".join(f"{k}={v}" for k, v in METHODS.get(m).cpu_recipe_defaults.items())
-             for m in methods if METHODS.get(m).cpu_recipe_defaults]  # fmt: skip
+    parts = [f"{m}: " + ", ".join(f"{k}={v}" for k, v in METHODS.get(m).recipes.get("cpu", {}).items())
+             for m in methods if METHODS.get(m).recipes.get("cpu")]  # fmt: skip
     return "; " + "; ".join(parts) if parts else ""
 
 

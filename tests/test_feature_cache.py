@@ -15,7 +15,7 @@ from torch import nn
 
 import hashkit.cached_pipeline as cached_pipeline
 import hashkit.feature_cache as feature_cache
-from hashkit.cached_pipeline import CachedPipeline, apply_cpu_recipe, train_from_index
+from hashkit.cached_pipeline import CachedPipeline, train_from_index
 from hashkit.config import resolve_config
 from hashkit.data.base import ImageCollection, one_hot
 from hashkit.errors import HashkitError
@@ -142,16 +142,17 @@ def test_train_from_and_the_cpu_recipe(pretrained_state) -> None:
         train_from_index({"train_from": "block11", "freeze_backbone": True}, model)
 
     # The recipe beats the method's seed defaults; what the user changed beats the recipe.
-    config = resolve_config(apply_cpu_recipe({"method": "dpsh", "cpu_recipe": True, "image_size": 224, "weight_decay": 1e-5}))
+    config = resolve_config({"method": "dpsh", "cpu_recipe": True, "weight_decay": None})  # None = not given
     expected = {"arch": "efficientnet_lite0", "image_size": 128, "train_from": "block11", "max_iter": 32, "lr": 5e-4,
-                "hash_lr_mult": 2.0, "lr_schedule": "cosine", "batch_size": 64, "evaluate_interval": 32}  # fmt: skip
+                "hash_lr_mult": 2.0, "lr_schedule": "cosine", "batch_size": 64, "evaluate_interval": 0,
+                "weight_decay": 1e-5, "recipe": "cpu"}  # fmt: skip
     assert {k: config[k] for k in expected} == expected
-    mine = resolve_config(apply_cpu_recipe({"method": "dpsh", "cpu_recipe": True, "lr": 3e-4, "max_iter": 8}))
-    assert (mine["lr"], mine["max_iter"], mine["evaluate_interval"]) == (3e-4, 8, 8)
-    assert resolve_config(apply_cpu_recipe({"method": "dpsh"}))["arch"] == "alexnet"  # no recipe: untouched
+    mine = resolve_config({"method": "dpsh", "recipe": "cpu", "lr": 3e-4, "max_iter": 8, "image_size": 224})
+    assert (mine["lr"], mine["max_iter"], mine["evaluate_interval"], mine["image_size"]) == (3e-4, 8, 0, 224)
+    assert resolve_config({"method": "dpsh"})["arch"] == "alexnet"  # no recipe: the seed recipe
     assert config["encode_flip"] is True and resolve_config({"method": "dpsh"})["encode_flip"] is False
     # --freeze-backbone under the recipe: pooled features, so neither --train-from nor --encode-flip.
-    frozen = resolve_config(apply_cpu_recipe({"method": "dpsh", "cpu_recipe": True, "freeze_backbone": True}))
+    frozen = resolve_config({"method": "dpsh", "cpu_recipe": True, "freeze_backbone": True})
     assert (frozen.get("train_from"), frozen["encode_flip"], frozen["image_size"]) == (None, False, 128)
     assert train_from_index(frozen, model) == n
 
@@ -362,7 +363,7 @@ def test_training_leaves_the_frozen_prefix_untouched(pretrained_state, tmp_path)
 def test_train_then_evaluate_reproduces_the_map_on_real_cifar10(cifar_tar, hashkit_cache, tmp_path, monkeypatch) -> None:
     from hashkit.run import evaluate, train
 
-    config = apply_cpu_recipe({
+    config = ({
         "method": "dpsh", "code_length": 16, "dataset": "cifar10", "root": str(cifar_tar), "seed": 1,
         "num_query": 20, "num_train": 30, "num_database": 40, "out": str(tmp_path / "run"), "cpu_recipe": True,
         "image_size": 32, "max_iter": 2, "batch_size": 16, "metrics": "map",

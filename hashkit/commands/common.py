@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hashkit.config import GLOBAL_DEFAULTS
 from hashkit.registry import DATASETS, METHODS
 
 
@@ -25,21 +24,23 @@ def flag_name(key: str) -> str:
 
 
 def per_method_defaults(key: str) -> str:
-    """'dpsh 1e-05; dhn 1e-05; …' for a common training flag whose default depends on the method."""
+    """'dpsh 1e-05; dhn 1e-05; …': the methods whose seed recipe sets ``key`` (others take the default)."""
     parts = []
     for name in METHODS.names():
-        value = METHODS.get(name).training_defaults.get(key, GLOBAL_DEFAULTS.get(key))
+        value = METHODS.get(name).recipes.get("seed", {}).get(key)
         if value is not None:
             parts.append(f"{name} {value}")
     return "; ".join(parts)
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, for_evaluate: bool = False) -> None:
-    """Flags that choose a dataset and its split (for evaluate, all default to the checkpoint's)."""
+def add_data_arguments(parser: argparse.ArgumentParser, for_evaluate: bool = False, defaults: bool = True) -> None:
+    """Flags that choose a dataset and its split. For evaluate all default to the checkpoint's; with
+    ``defaults=False`` (train) every flag defaults to None = not given, and hashkit.config fills it in."""
+    fill = defaults and not for_evaluate
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", default=None if for_evaluate else "cifar10", help=f"dataset: {', '.join(DATASETS.names())}")
+    group.add_argument("--dataset", default="cifar10" if fill else None, help=f"dataset: {', '.join(DATASETS.names())} (default: cifar10)")
     group.add_argument("--root", default=None, help="where the dataset lives (a tar, archive, folder or list-file folder)")
-    group.add_argument("--seed", type=int, default=None if for_evaluate else 0, help="seed of the split, the initialisation and the batch order")
+    group.add_argument("--seed", type=int, default=0 if fill else None, help="seed of the split, the initialisation and the batch order (default: 0)")
     group.add_argument("--num-query", type=int, default=None, help="number of queries (default: the dataset protocol's; CIFAR-10 1000)")
     group.add_argument("--num-train", type=int, default=None, help="number of training images (default: the protocol's; CIFAR-10 5000)")
     group.add_argument("--num-database", type=int, default=None, help="subsample the database to N items, class-balanced (default: the whole database)")
@@ -51,7 +52,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, for_evaluate: bool = Fal
             if key not in seen:
                 seen.add(key)
                 group.add_argument(
-                    flag_name(key), type=flag.type, default=None if for_evaluate else flag.default, help=f"[{name}] {flag.help}"
+                    flag_name(key), type=flag.type, default=flag.default if fill else None, help=f"[{name}] {flag.help}"
                 )
 
 

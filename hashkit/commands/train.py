@@ -6,7 +6,7 @@ import argparse
 import json
 
 from hashkit.commands.common import HelpFormatter, add_data_arguments, flag_name, namespace_config, per_method_defaults
-from hashkit.config import COMMON_FLAGS
+from hashkit.config import COMMON_FLAGS, GLOBAL_DEFAULTS
 from hashkit.registry import METHODS
 
 
@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "train …; --batch-size is then the global batch (a multiple of N), split evenly between the processes.",
     )
     parser.add_argument("--method", required=True, help=f"hashing method: {', '.join(METHODS.names())}")
-    parser.add_argument("--code-length", type=int, default=32, help="bits per code")
+    parser.add_argument("--code-length", type=int, default=None, help="bits per code (default: 32; with --from: the checkpoint's)")
     parser.add_argument("--out", default=None, help="run folder (default: runs/<method>-<dataset>-<bits>bits-seed<seed>)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     parser.add_argument(
@@ -38,16 +38,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="start from this checkpoint's network (any method's, same --arch and --code-length; for DIHN also the "
         "ADSH database codes it holds); to continue an interrupted run use --resume",
     )
-    add_data_arguments(parser)
-    group = parser.add_argument_group("training")
+    parser.add_argument(
+        "--dry-run", action="store_true", default=None,
+        help="print the fully resolved configuration (recipe, optimizer, scheduler, transforms, …) and exit "
+        "without loading data or weights",
+    )
+    parser.add_argument("--json", action="store_true", default=None, help="with --dry-run: print it as one JSON object")
+    add_data_arguments(parser, defaults=False)
+    group = parser.add_argument_group(
+        "training",
+        "Every flag left out takes the value of the recipe (--recipe seed: the method's seed code; --recipe cpu: the "
+        "2-core CPU preset), else the default shown. --dry-run prints what a command resolves to.",
+    )
     for key, flag in COMMON_FLAGS.items():
-        if flag.type is bool:
-            group.add_argument(flag_name(key), action=argparse.BooleanOptionalAction, default=flag.default, help=flag.help)
+        default = GLOBAL_DEFAULTS.get(key, flag.default)
+        shown = f" (default: {default})" if default is not None and key not in ("recipe", "cpu_recipe") else ""
+        if key == "cpu_recipe":
+            group.add_argument("--cpu-recipe", dest="cpu_recipe", action="store_true", default=None, help=flag.help)
             continue
-        per_method = per_method_defaults(key) if flag.default is None else ""
+        if flag.type is bool:
+            group.add_argument(flag_name(key), action=argparse.BooleanOptionalAction, default=None, help=flag.help + shown)
+            continue
+        per_method = per_method_defaults(key)
         group.add_argument(
-            flag_name(key), type=flag.type, default=flag.default, choices=flag.choices,
-            help=flag.help + (f" (per method: {per_method})" if per_method else ""),
+            flag_name(key), type=flag.type, default=None, choices=flag.choices,
+            help=flag.help + shown + (f" (seed recipe: {per_method})" if per_method else ""),
         )
     seen: set[str] = set()
     for name in METHODS.names():
@@ -69,8 +84,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from hashkit.distributed import context_from_environment
-    from hashkit.run import train
+    from hashkit.run import dry_run, train
 
+    if args.dry_run:
+        resolved = dry_run(namespace_config(args))
+        if args.json:
+            print(json.dumps(resolved, indent=1, sort_keys=True))
+        else:
+            for key, value in resolved.items():
+                print(f"{key:>20}: {value}")
+        return 0
     result = train(namespace_config(args))
     if context_from_environment().is_main:  # under torchrun, one line from rank 0
         print(json.dumps({"map": result["map"], "best_map": result["best_map"], "out": result["config"]["out"]}))
