@@ -40,10 +40,12 @@ class CSQ(HashingMethod):
     hyperparameters = {"lamda": Hyper(1e-4, "weight λ of the quantisation term (|tanh u| − 1)² (paper eq. 7)")}
     recipes = {
         # DeepHash-pytorch's CSQ.py: ResNet-50, RMSprop lr 1e-5 (weight decay 1e-5) on every layer, batch 64,
-        # 150 epochs, 224-px crops of 256-px images.
+        # 150 epochs, random 224-px crops of 256-px images
+        # (the nearest transform recipe: resized_crop_flip), center crops for testing.
         "seed": {
             "arch": "resnet50", "optimizer": "rmsprop", "lr": 1e-5, "hash_lr_mult": 1.0, "weight_decay": 1e-5,
             "batch_size": 64, "max_iter": 150, "lr_schedule": "constant",
+            "train_transform": "resized_crop_flip", "test_transform": "center_crop",
         },
         "cpu": {"cached_views": 4},
     }  # fmt: skip

@@ -44,6 +44,7 @@ class DPN(HashingMethod):
         "seed": {
             "arch": "alexnet", "optimizer": "rmsprop", "lr": 1e-5, "hash_lr_mult": 1.0, "weight_decay": 1e-5,
             "batch_size": 32, "max_iter": 150, "lr_schedule": "constant",
+            "train_transform": "resized_crop_flip", "test_transform": "center_crop",
         },
         "cpu": {"cached_views": 4},
     }  # fmt: skip

@@ -37,7 +37,7 @@ class GreedyHash(CodeClassifierMethod):
         "seed": {
             "arch": "alexnet", "optimizer": "sgd", "lr": 1e-3, "hash_lr_mult": 1.0, "weight_decay": 5e-4,
             "momentum": 0.9, "lr_schedule": "step", "lr_step_size": 30, "lr_gamma": 0.1, "lr_interval": "epoch",
-            "batch_size": 64, "max_iter": 200,
+            "batch_size": 64, "max_iter": 200, "train_transform": "resized_crop_flip", "test_transform": "center_crop",
         },
         "cpu": {"cached_views": 4},
     }  # fmt: skip

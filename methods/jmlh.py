@@ -35,7 +35,7 @@ class JMLH(CodeClassifierMethod):
     name = "jmlh"
     paper = "Shen, Liu, Chen, Shao, Ling. Embarrassingly Simple Binary Representation Learning. ICCV Workshops 2019"
     hyperparameters = {"lamda": Hyper(0.1, "weight λ of the KL prior term KL(Bern(σ(u)) ‖ Bern(½)) (paper eq. 6)")}
-    recipes = {"seed": dict(FIRE_SEED), "cpu": {"cached_views": 4}}
+    recipes = {"seed": {**FIRE_SEED, "hash_init_std": 0.01}, "cpu": {"cached_views": 4}}  # FIRe: N(0, 0.01²) hash layer
 
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         eps = torch.rand_like(outputs) if self.classifier.training else torch.full_like(outputs, 0.5)

@@ -68,6 +68,10 @@ def linear(module: nn.Linear, x: list[float]) -> list[float]:
     return [sum(w[c][k] * x[k] for k in range(len(x))) + bias[c] for c in range(len(w))]
 
 
+def val(t: torch.Tensor) -> float:
+    return float(t.detach())
+
+
 def sgn(x: float) -> float:
     return 1.0 if x >= 0 else -1.0
 
@@ -121,8 +125,8 @@ def test_csq_loss(multi_label: bool) -> None:
             p, t = (h + 1) / 2, (float(targets[i, k]) + 1) / 2
             center -= t * math.log(p) + (1 - t) * math.log(1 - p)  # eq. 6, BCE of (h+1)/2 to (c+1)/2
             quant += (abs(h) - 1) ** 2  # eq. 7
-    assert float(losses["center"]) == pytest.approx(center / (B * K), abs=1e-6)
-    assert float(losses["quantization"]) == pytest.approx(0.3 * quant / (B * K), abs=1e-6)
+    assert val(losses["center"]) == pytest.approx(center / (B * K), abs=1e-6)
+    assert val(losses["quantization"]) == pytest.approx(0.3 * quant / (B * K), abs=1e-6)
 
 
 @pytest.mark.parametrize("multi_label", [False, True])
@@ -133,8 +137,8 @@ def test_dpn_loss(multi_label: bool) -> None:
     t = label_centers(labels, m.targets.double(), m.ties.double())
     hinge = sum(max(0.8 - float(u[i, k]) * float(t[i, k]), 0.0) for i in range(B) for k in range(K)) / (B * K)
     reg = sum(float(u[i, k]) ** 2 for i in range(B) for k in range(K)) / (B * K)
-    assert float(losses["polarization"]) == pytest.approx(hinge, abs=1e-6)
-    assert float(losses["regularization"]) == pytest.approx(0.05 * reg, abs=1e-6)
+    assert val(losses["polarization"]) == pytest.approx(hinge, abs=1e-6)
+    assert val(losses["regularization"]) == pytest.approx(0.05 * reg, abs=1e-6)
     assert torch.equal((m.targets == -1).sum(1), torch.full((C,), K // 2))  # p = 0.5 random assignment
 
 
@@ -174,9 +178,9 @@ def test_orthohash_loss(cls, multi_label: bool) -> None:
             else:
                 z.append(s * math.cos(math.acos(max(min(cos, 0.99999), -0.99999)) + margin * y))  # eq. 7
         rows.append(z)
-    assert float(losses["ce"]) == pytest.approx(soft_ce(rows, labels), abs=1e-6)
+    assert val(losses["ce"]) == pytest.approx(soft_ce(rows, labels), abs=1e-6)
     q = sum(1 - cosine(v[i], [sgn(x) for x in v[i]]) for i in range(B)) / B  # eq. 9
-    assert float(losses["quantization"]) == pytest.approx(quan * q, abs=1e-6)
+    assert val(losses["quantization"]) == pytest.approx(quan * q, abs=1e-6)
 
 
 def test_orthohash_fold_keeps_training_and_makes_codes_sign_of_bn() -> None:
@@ -208,8 +212,8 @@ def test_greedyhash_loss_and_straight_through_gradient(multi_label: bool) -> Non
     rows = [linear(m.module, [sgn(float(x)) for x in u[i]]) for i in range(B)]
     penalty = sum(abs(abs(float(u[i, k])) - 1) ** 3 for i in range(B) for k in range(K)) / (B * K)  # eq. 8
     assert m.module.bias is None
-    assert float(losses["ce"]) == pytest.approx(soft_ce(rows, labels), abs=1e-6)
-    assert float(losses["penalty"]) == pytest.approx(0.2 * penalty, abs=1e-6)
+    assert val(losses["ce"]) == pytest.approx(soft_ce(rows, labels), abs=1e-6)
+    assert val(losses["penalty"]) == pytest.approx(0.2 * penalty, abs=1e-6)
     x = u.clone().requires_grad_(True)
     weights = torch.arange(B * K, dtype=torch.float64).reshape(B, K)
     (sign_ste(x) * weights).sum().backward()
@@ -228,8 +232,8 @@ def test_jmlh_loss_and_estimator(multi_label: bool) -> None:
         q = [1 / (1 + math.exp(-float(x))) for x in u[i]]
         rows.append(linear(m.module, [1.0 if p > 0.5 else 0.0 for p in q]))
         kl += sum(p * math.log(p / 0.5) + (1 - p) * math.log((1 - p) / 0.5) for p in q)  # eq. 6
-    assert float(losses["ce"]) == pytest.approx(soft_ce(rows, labels), abs=1e-6)
-    assert float(losses["kl"]) == pytest.approx(0.4 * kl / B, abs=1e-6)
+    assert val(losses["ce"]) == pytest.approx(soft_ce(rows, labels), abs=1e-6)
+    assert val(losses["kl"]) == pytest.approx(0.4 * kl / B, abs=1e-6)
     x = u.clone().requires_grad_(True)
     eps = torch.full_like(u, 0.3)
     code, q = stochastic_binary(x, eps)
@@ -252,10 +256,10 @@ def test_sdhc_loss_and_single_label_only() -> None:
     j2 = sum(x * x for row in v for x in row) / K / 2
     w = model.hash_layer.weight.tolist()
     j3 = sum((sum(a * b for a, b in zip(w[k], w[l])) - (1.0 if k == l else 0.0)) ** 2 for k in range(K) for l in range(K))
-    assert float(losses["quantization"]) == pytest.approx(0.1 * j1, abs=1e-6)
-    assert float(losses["variance"]) == pytest.approx(-0.2 * j2, abs=1e-6)
-    assert float(losses["orthogonality"]) == pytest.approx(0.3 * j3 / (K * K), abs=1e-6)
-    assert float(losses["ce"]) == pytest.approx(0.7 * soft_ce([linear(m.module, r) for r in v], labels), abs=1e-6)
+    assert val(losses["quantization"]) == pytest.approx(0.1 * j1, abs=1e-6)
+    assert val(losses["variance"]) == pytest.approx(-0.2 * j2, abs=1e-6)
+    assert val(losses["orthogonality"]) == pytest.approx(0.3 * j3 / (K * K), abs=1e-6)
+    assert val(losses["ce"]) == pytest.approx(0.7 * soft_ce([linear(m.module, r) for r in v], labels), abs=1e-6)
     _, multi = fixed(7, multi_label=True)
     with pytest.raises(HashkitError, match="single-label"):
         method(SDHC, multi)
@@ -274,7 +278,7 @@ def test_bihalf_supervised_loss_and_layer(multi_label: bool) -> None:
             median = col[(B - 1) // 2]  # the lower median
             row.append(1.0 if float(u[i, k]) > median else -1.0)
         codes.append(row)
-    assert float(losses["ce"]) == pytest.approx(soft_ce([linear(m.module, r) for r in codes], labels), abs=1e-6)
+    assert val(losses["ce"]) == pytest.approx(soft_ce([linear(m.module, r) for r in codes], labels), abs=1e-6)
     x = u.clone().requires_grad_(True)
     b = bihalf(x, 6.0)
     assert torch.equal(b, torch.tensor(codes, dtype=torch.float64))
@@ -290,4 +294,4 @@ def test_ce_baseline_loss(multi_label: bool) -> None:
     m = method(CE, labels)
     losses = m.training_step(u, batch(labels))
     rows = [linear(m.module, [math.tanh(float(x)) for x in u[i]]) for i in range(B)]
-    assert float(losses["ce"]) == pytest.approx(soft_ce(rows, labels), abs=1e-6)
+    assert val(losses["ce"]) == pytest.approx(soft_ce(rows, labels), abs=1e-6)
