@@ -26,7 +26,9 @@ setup(
         *("hashkit.data" + p[len("data"):] for p in find_packages(include=["data", "data.*"])),
     ],
     package_dir={"hashkit.methods": "methods", "hashkit.data": "data"},
-    package_data={"hashkit": ["*.c", "**/*.c", "**/*.html", "**/*.css", "**/*.js", "**/templates/*", "**/static/*"]},
+    # Non-Python files shipped in the wheel: the C source of the compiled Hamming kernels (built on first use,
+    # hashkit/hamming/kernel.py); tests/test_package.py checks every .c under hashkit/ is in the wheel.
+    package_data={"hashkit.hamming": ["*.c"]},
     install_requires=[
         "torch==2.14.1",
         "torchvision==0.29.1",

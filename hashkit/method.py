@@ -100,6 +100,10 @@ class HashingMethod(abc.ABC):
     # True when training under torchrun gives the single-process gradient of the global batch: the loss is
     # a mean over the batch and state kept across steps is updated in ``observe`` (see hashkit.distributed).
     supports_distributed: ClassVar[bool] = False
+    # Hyper-parameter values under which the distributed gradient is exact, when only some are (e.g. a memory
+    # of codes written in ``observe`` rather than pairs formed inside each process's part of the batch):
+    # torchrun refuses other values, naming the flag; the registry-wide tests train with them.
+    distributed_flags: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, code_length: int, hparams: dict[str, Any], device: torch.device) -> None:
         self.code_length = code_length

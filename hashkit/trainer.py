@@ -13,7 +13,8 @@ epoch k replays epochs k+1… exactly: a CPU run is bit-identical to an uninterr
 needs saving. (CUDA kernels may be non-deterministic, so GPU resumes match only approximately.)
 
 Under torchrun (hashkit.distributed) rank r trains on its part of every global batch through
-DistributedDataParallel; only rank 0 evaluates and writes checkpoint.pt and result.json.
+DistributedDataParallel (the pipeline's ``for_training`` view runs the DDP wrapper with the per-rank
+batch size); only rank 0 evaluates and writes checkpoint.pt and result.json.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from loguru import logger
-from tqdm import tqdm
 
 from hashkit import distributed
 from hashkit.atomic import atomic_write_json
@@ -42,6 +42,8 @@ from hashkit.errors import HashkitError
 from hashkit.evaluate import evaluate_codes
 from hashkit.method import HashingMethod
 from hashkit.model import HashModel, binarize
+from hashkit.pipeline import InputPipeline
+from hashkit.progress import progress
 from hashkit.runinfo import provenance
 
 
@@ -62,7 +64,7 @@ class Trainer:
         splits: DatasetSplits,
         model: HashModel,
         method: HashingMethod,
-        pipeline: Any,
+        pipeline: InputPipeline,
         out_dir: Path,
         device: torch.device,
         dist: DistContext = SINGLE,
@@ -89,7 +91,7 @@ class Trainer:
         self.timings = {"train_s": 0.0, "encode_s": 0.0, "eval_s": 0.0}
         self.metrics: dict[str, Any] = {}
         self.epochs_saved = 0  # the epoch checkpoint.pt holds (the last good one)
-        self._ddp: torch.nn.parallel.DistributedDataParallel | None = None
+        self._training_view: InputPipeline | None = None  # the pipeline driving the DDP wrapper (torchrun)
         self._epoch_running = 0
         self._dropped_warned = False
 
@@ -190,20 +192,15 @@ class Trainer:
         sums: dict[str, float] = defaultdict(float)
         steps = 0
         started = time.perf_counter()
-        with self._distributed_forward():
-            bar = tqdm(
-                self.pipeline.train_batches(self.train_set, local_order, loader_generator),
-                total=len(plan),
-                desc=f"epoch {epoch + 1}/{self.config['max_iter']}",
-                leave=False,
-                dynamic_ncols=True,
-                disable=not self.dist.is_main,
-            )
-            for batch in bar:
+        pipeline = self._training_pipeline()
+        desc = f"epoch {epoch + 1}/{self.config['max_iter']}"
+        # A bar on a terminal (rank 0); in a log file only the epoch line below, with its img/s.
+        with progress(len(local_order), desc, enabled=self.dist.is_main, summary="never") as bar:
+            for batch in pipeline.train_batches(self.train_set, local_order, loader_generator):
                 if steps >= len(plan):
                     raise RuntimeError(f"{type(self.pipeline).__name__}.train_batches yielded more batches than planned")
                 chunk, sizes = plan[steps]
-                outputs = self.pipeline.forward(batch.inputs)
+                outputs = pipeline.forward(batch.inputs)
                 self._observe(outputs, batch, chunk, sizes)
                 losses = self.method.training_step(outputs, batch)
                 total = sum(losses.values())
@@ -223,8 +220,9 @@ class Trainer:
                 for name, value in values.items():
                     sums[name] += value
                 steps += 1
+                bar.update(len(batch.index))
                 bar.set_postfix(loss=f"{sums['total'] / steps:.4f}")
-            bar.close()
+        images_per_s = bar.rate
         if steps != len(plan):
             raise RuntimeError(f"{type(self.pipeline).__name__}.train_batches yielded {steps} batches, {len(plan)} planned")
         if not self.schedule_per_step:
@@ -232,7 +230,8 @@ class Trainer:
         self.method.on_epoch_end(epoch)
         self.timings["train_s"] += time.perf_counter() - started
         means = {name: value / max(steps, 1) for name, value in sums.items()}
-        logger.info(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
+        logger.info(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
+                    + f" ({images_per_s:.0f} img/s)")
         return means
 
     def _shard(self, order: torch.Tensor, epoch: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, list[int]]]]:
@@ -274,26 +273,21 @@ class Trainer:
             values = distributed.all_reduce_sum(values * (sizes[self.dist.rank] / sum(sizes)))
         return dict(zip(names + ["total"], values.tolist()))
 
-    @contextlib.contextmanager
-    def _distributed_forward(self) -> Iterator[None]:
-        """Under torchrun, route the pipeline's training forward through DDP with the per-rank batch."""
+    def _training_pipeline(self) -> InputPipeline:
+        """The pipeline that trains: ``self.pipeline`` itself, or under torchrun its ``for_training``
+        view running a DistributedDataParallel wrapper of the model on this rank's part of each batch
+        (made once; evaluation keeps using ``self.pipeline`` and the bare model)."""
         if not self.dist.is_distributed:
-            yield
-            return
-        if getattr(self.pipeline, "model", None) is not self.model:
-            raise RuntimeError(f"{type(self.pipeline).__name__} must expose the model it runs as .model to train under torchrun")
-        if self._ddp is None:
-            if getattr(self.pipeline, "channels_last", False):  # gradients then match DDP's bucket layout
+            return self.pipeline
+        if self._training_view is None:
+            if self.pipeline.model is not self.model:
+                raise RuntimeError(f"{type(self.pipeline).__name__}.model is not the model being trained")
+            if self.pipeline.channels_last:  # gradients then match DDP's bucket layout
                 self.model.to(memory_format=torch.channels_last)
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self._ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
-        self.pipeline.model = self._ddp
-        self.pipeline.batch_size = self.global_batch // self.dist.world_size
-        try:
-            yield
-        finally:
-            self.pipeline.model = self.model
-            self.pipeline.batch_size = self.global_batch
+            ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+            self._training_view = self.pipeline.for_training(ddp, self.global_batch // self.dist.world_size)
+        return self._training_view
 
     def evaluate(self) -> dict[str, Any]:
         """Encode query (and database unless the method learned its codes) and compute the metrics."""
@@ -417,7 +411,7 @@ def unwrap_worker_error(exc: BaseException) -> BaseException:
 
 
 def evaluate_run(
-    pipeline: Any, method: HashingMethod, splits: DatasetSplits, config: dict[str, Any], device: torch.device
+    pipeline: InputPipeline, method: HashingMethod, splits: DatasetSplits, config: dict[str, Any], device: torch.device
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Metrics of the model behind ``pipeline`` on ``splits`` — shared by training and ``hashkit evaluate``."""
     try:
@@ -430,7 +424,7 @@ def evaluate_run(
 
 
 def _evaluate_run(
-    pipeline: Any, method: HashingMethod, splits: DatasetSplits, config: dict[str, Any], device: torch.device
+    pipeline: InputPipeline, method: HashingMethod, splits: DatasetSplits, config: dict[str, Any], device: torch.device
 ) -> tuple[dict[str, Any], dict[str, float]]:
     from hashkit.config import parse_metrics
 

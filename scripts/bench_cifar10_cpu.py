@@ -139,7 +139,7 @@ def speed_table(args: argparse.Namespace) -> str:
     """Caching throughput of the frozen prefix for several variants on the same images (nothing cached)."""
     import copy
 
-    from hashkit.cached_pipeline import train_from_index
+    from hashkit.pipeline import train_from_index
     from hashkit.config import resolve_config
     from hashkit.data.base import ImageDataset
     from hashkit.feature_cache import compute_activations

@@ -61,8 +61,10 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
-            found.add(module)
-            found.update(f"{module}.{alias.name}" for alias in node.names)
+            names = [f"{module}.{alias.name}" for alias in node.names]
+            found.update(names)
+            if not all(name in known for name in names):  # `from pkg import submodule` needs pkg loaded anyway
+                found.add(module)
 
     Visitor().visit(tree)
     resolved = set()

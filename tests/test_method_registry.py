@@ -243,6 +243,7 @@ def check_two_processes_match_one(method: str, tmp_path: Path) -> None:
             "--batch-size", "8", "--max-iter", "2", "--optimizer", "adam", "--lr", "0.01", "--hash-lr-mult", "1",
             "--lr-schedule", "constant", "--train-transform", "resize_flip", "--test-transform", "resize",
             "--evaluate-interval", "1", "--cache-dir", str(tmp_path / "cache"),
+            *[t for k, v in METHODS.get(method).distributed_flags.items() for t in ("--" + k.replace("_", "-"), str(v))],
         ]  # fmt: skip
 
     one = subprocess.run([sys.executable, str(RUNNER), *argv(tmp_path / "one")], capture_output=True, text=True, env=env, timeout=600)

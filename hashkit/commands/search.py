@@ -21,8 +21,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--query", required=True, nargs="+", help="query image file(s)")
     parser.add_argument("--k", type=int, default=10, help="number of neighbours per query")
     parser.add_argument("--radius", type=int, default=None, help="return every item within this Hamming radius instead of the k nearest")
-    parser.add_argument("--backend", default="native", choices=("native", "torch", "faiss", "faiss-hash"),
-                        help="search engine (faiss backends need faiss-cpu; faiss-hash: radius search only)")
+    parser.add_argument("--backend", default="native", choices=("native", "torch", "faiss", "mih", "faiss-hash"),
+                        help="search engine: native (exact linear scan), torch, faiss (needs faiss-cpu), mih (exact "
+                        "multi-index hashing, sub-linear; tables built and stored in the index on first use), "
+                        "faiss-hash (radius search only)")
+    parser.add_argument("--rebuild-mih", action="store_true",
+                        help="with --backend mih: rebuild the index's MIH tables first (e.g. after a damaged table file)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--gpu", type=int, default=None, help="encode (and, with --backend torch, search) on cuda:N")
     return parser
@@ -30,9 +34,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from hashkit.api import load
+    from hashkit.errors import HashkitError
     from hashkit.index import Index
 
     index = Index.open(args.index)
+    if args.rebuild_mih:
+        if args.backend != "mih":
+            raise HashkitError("--rebuild-mih needs --backend mih")
+        index.build_mih(force=True)
     hasher = load(args.checkpoint, gpu=args.gpu)
     index.check_compatible(hasher.identity)
     codes = hasher.encode(args.query, progress=False)
