@@ -79,7 +79,9 @@ class Trainer:
         self.dist = dist
         self.global_batch = int(pipeline.batch_size)  # --batch-size: the global batch under torchrun too
         self.train_set = getattr(splits, method.training_split)
+        method.bind_model(model)
         self.optimizer = build_optimizer(model, config)
+        self._add_method_module(config)  # before the scheduler: it records every group's lr
         self.step_scheduler = schedule_steps_per_batch(config)  # else once per epoch
         self.scheduler = build_scheduler(self.optimizer, config, self._steps_per_epoch())
         self.history: list[dict[str, Any]] = []
@@ -99,6 +101,21 @@ class Trainer:
         else:
             items = len(self.train_set)
         return max(1, math.ceil(items / max(1, self.global_batch)))
+    def _add_method_module(self, config: dict[str, Any]) -> None:
+        """The method's own trainable module (hashkit.method): on the device, trained at the hash layer's
+        learning rate in the same optimizer; refused under torchrun (DDP would not all-reduce it)."""
+        module = self.method.module
+        if module is None:
+            return
+        module.to(self.device)
+        params = [p for p in module.parameters() if p.requires_grad]
+        if params and self.dist.is_distributed:
+            raise HashkitError(
+                f"--method {config['method']} trains parameters of its own, which torchrun does not synchronise; "
+                "run it as one process (hashkit train …, --gpu N for a GPU)"
+            )
+        if params:
+            self.optimizer.add_param_group({"params": params, "lr": float(config["lr"]) * float(config["hash_lr_mult"])})
 
     @property
     def checkpoint_path(self) -> Path:
@@ -168,6 +185,8 @@ class Trainer:
         np.random.seed(rank_seed % 2**32)
         generator = torch.Generator().manual_seed(seed)
         self.model.train()
+        if self.method.module is not None:
+            self.method.module.train()
         self.method.on_epoch_start(epoch)
         order = self.method.epoch_indices(epoch, generator)
         if order is None:
@@ -294,6 +313,7 @@ class Trainer:
                 "config": self.config,
                 "model": self.model.state_dict(),
                 "method_state": self.method.state_dict(),
+                "method_module": None if self.method.module is None else self.method.module.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "epoch": epochs_done,
@@ -309,6 +329,8 @@ class Trainer:
         """Continue from ``checkpoint`` (model, method, optimizer, scheduler, epoch, history)."""
         self.model.load_state_dict(checkpoint["model"])
         self.method.load_state_dict(checkpoint["method_state"])
+        if self.method.module is not None:
+            self.method.module.load_state_dict(checkpoint["method_module"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.start_epoch = self.epochs_saved = int(checkpoint["epoch"])
