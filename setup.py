@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 VERSION = next(
@@ -18,8 +18,17 @@ setup(
     long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["hashkit", "hashkit.backbones", "hashkit.methods", "hashkit.data"],
+    # Discovered, so a new subpackage can never be left out of a wheel (tests/test_package.py builds one):
+    # hashkit/ and its subpackages, plus methods/ and data/ mapped into the hashkit namespace.
+    packages=[
+        *find_packages(include=["hashkit", "hashkit.*"]),
+        *("hashkit.methods" + p[len("methods"):] for p in find_packages(include=["methods", "methods.*"])),
+        *("hashkit.data" + p[len("data"):] for p in find_packages(include=["data", "data.*"])),
+    ],
     package_dir={"hashkit.methods": "methods", "hashkit.data": "data"},
+    # Non-Python files shipped in the wheel: the C source of the compiled Hamming kernels (built on first use,
+    # hashkit/hamming/kernel.py); tests/test_package.py checks every .c under hashkit/ is in the wheel.
+    package_data={"hashkit.hamming": ["*.c"]},
     install_requires=[
         "torch==2.14.1",
         "torchvision==0.29.1",
@@ -30,7 +39,11 @@ setup(
         "loguru>=0.7",
         "tqdm>=4.66",
         "matplotlib>=3.7",
+        "fastapi>=0.110",
+        "uvicorn>=0.29",
+        "python-multipart>=0.0.9",
+        "jinja2>=3.1",
     ],
-    extras_require={"faiss": ["faiss-cpu>=1.8"], "test": ["pytest>=8.0"]},
+    extras_require={"faiss": ["faiss-cpu>=1.8"], "test": ["pytest>=8.0", "httpx>=0.27", "selenium>=4.20"]},
     entry_points={"console_scripts": ["hashkit=hashkit.cli:main"]},
 )

@@ -10,7 +10,8 @@
     print(index.ids(I))
 
 A Hasher encodes with the checkpoint's own backbone, input size and normalisation (the evaluation
-transform); its ``identity`` names the method, backbone, code length and a sha256 of the weights, so
+transform of hashkit.transforms, through hashkit.pipeline's one encoding loop; it imports nothing of the
+training path); its ``identity`` names the method, backbone, code length and a sha256 of the weights, so
 an index refuses queries encoded by another model.
 """
 
@@ -24,14 +25,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from hashkit.checkpoint import load_checkpoint
-from hashkit.data.base import ImageCollection, ImageDataset, load_rgb
+from hashkit.data.base import ImageCollection, load_rgb
 from hashkit.device import resolve_device
-from hashkit.cached_pipeline import train_from_index
 from hashkit.model import binarize, build_model, model_options
+from hashkit.pipeline import encode_batches, image_batches, mirrored_outputs, train_from_index
 from hashkit.transforms import build_transform
 
 ImageLike = str | os.PathLike | Image.Image
@@ -56,31 +55,34 @@ class Hasher:
         # activations of the frozen stages (the same place the run's own evaluation mirrored).
         self.encode_flip = bool(config.get("encode_flip"))
         self.mirror_at = train_from_index(config, model) if self.encode_flip else 0
+        self._network = mirrored_outputs(self.model, self.mirror_at, self.encode_flip)
 
     @property
     def code_length(self) -> int:
         return int(self.config["code_length"])
 
-    @torch.no_grad()
     def encode(self, images: Sequence[ImageLike] | ImageCollection, batch_size: int = 64, num_workers: int = 0,
                progress: bool = True) -> np.ndarray:
         """±1 int8 codes (n, code_length) for image paths, PIL images, or an ImageCollection."""
+        return self._run(images, lambda out: binarize(out).to(torch.int8), torch.int8, batch_size, num_workers, progress)
+
+    @torch.no_grad()
+    def embed(self, images: Sequence[ImageLike] | ImageCollection, batch_size: int = 64, num_workers: int = 0,
+              progress: bool = True) -> np.ndarray:
+        """The real-valued outputs (n, code_length) float32 whose signs ``encode`` returns (for tie scores)."""
+        return self._run(images, lambda out: out.float(), torch.float32, batch_size, num_workers, progress)
+
+    def _run(self, images: Sequence[ImageLike] | ImageCollection, convert: Any, dtype: torch.dtype,
+             batch_size: int, num_workers: int, progress: bool) -> np.ndarray:
         collection = images if isinstance(images, ImageCollection) else _as_collection(images)
-        loader = DataLoader(ImageDataset(collection, self.transform), batch_size=batch_size, num_workers=num_workers)
-        codes = []
-        with tqdm(total=len(collection), desc="encode", unit="img", leave=False, disable=not progress) as bar:
-            for batch, _, _ in loader:
-                codes.append(binarize(self.outputs(batch.to(self.device))).to(torch.int8).cpu())
-                bar.update(len(batch))
-        if not codes:
-            return np.zeros((0, self.code_length), dtype=np.int8)
-        return torch.cat(codes).numpy()
+        batches = image_batches(collection, self.transform, batch_size, num_workers, lambda x: x.to(self.device))
+        outputs = encode_batches(self.model, batches, self._network, total=len(collection), width=self.code_length,
+                                 show_progress=progress)  # fmt: skip
+        return convert(outputs).numpy()
 
     def outputs(self, images: torch.Tensor) -> torch.Tensor:
         """The network's real-valued outputs for a batch of transformed images (flip-averaged if the run was)."""
-        start = self.mirror_at
-        inputs = self.model.backbone[:start](images) if start else images
-        return self.model.encode_outputs(inputs, start=start, flip=self.encode_flip)
+        return self._network(images)
 
 
 def load(checkpoint: str | os.PathLike, device: str | torch.device | None = None, gpu: int | None = None) -> Hasher:

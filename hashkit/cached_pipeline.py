@@ -3,19 +3,20 @@
 ``--train-from STAGE`` freezes the stages before STAGE, caches their output for every image once (see
 hashkit.feature_cache) and fine-tunes STAGE… plus the hash layer on the cached activations;
 ``--freeze-backbone`` caches the pooled features and trains only the hash layer. :class:`CachedPipeline`
-offers the same calls as :class:`hashkit.pipeline.ImagePipeline`, so the Trainer, evaluation, ``hashkit
-evaluate`` and every method run unchanged. ``--recipe cpu`` is the measured preset for a 2-core CPU
+is the second implementation of :class:`hashkit.pipeline.InputPipeline` (beside ``ImagePipeline``), so
+the Trainer, evaluation, ``hashkit evaluate`` and every method run unchanged. ``--recipe cpu`` is the measured preset for a 2-core CPU
 (see :data:`hashkit.recipes.CPU_RECIPE` and the README's "The CPU recipe and results").
 """
 
 from __future__ import annotations
 
+import copy
 import types
 from typing import Any, Iterator
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from torch import nn
 
 from hashkit.data.base import ImageCollection
 from hashkit.errors import HashkitError
@@ -32,26 +33,8 @@ from hashkit.feature_cache import (
 from hashkit.method import Batch
 from hashkit.model import HashModel
 from hashkit.paths import cache_root
-
-def train_from_index(config: dict[str, Any], model: HashModel) -> int:
-    """The index of the first trained backbone stage: 0 = full fine-tuning (the default),
-    ``len(backbone)`` = ``--freeze-backbone`` (only the hash layer trains)."""
-    backbone = model.backbone
-    stage = config.get("train_from")
-    freeze = bool(config.get("freeze_backbone"))
-    if stage in (None, "", 0, "0"):
-        return len(backbone) if freeze else 0
-    if isinstance(stage, str) and stage.strip().lower() in ("end", "none", "hash", "hash_layer"):
-        index = len(backbone)
-    else:
-        index = backbone.stage_index(stage)
-    if freeze and index != len(backbone):
-        raise HashkitError(
-            f"--freeze-backbone trains only the hash layer but --train-from {stage} fine-tunes stages from "
-            f"{backbone.stage_names[index]}; pass one of the two"
-        )
-    return index
-
+from hashkit.pipeline import encode_batches, train_from_index
+from hashkit.transforms import DEFAULT_TEST, describe
 
 class CachedPipeline:
     """Cached activations of the frozen stages [0, start) → stages start… + hash layer.
@@ -81,11 +64,13 @@ class CachedPipeline:
         cache_batch_size: int | None = None,
         precision: str = "fp32",
         encode_flip: bool = False,
+        test_recipe: str = DEFAULT_TEST,
     ) -> None:
         backbone = model.backbone
         if not 0 < start <= len(backbone):
             raise HashkitError(f"cannot cache before stage {start}: {backbone.arch} has stages 0..{len(backbone) - 1}")
         self.model = model
+        self.network: nn.Module = model  # what ``forward`` runs (a DDP wrapper in a for_training view)
         self.start = start
         self.batch_size = batch_size
         self.encode_batch_size = encode_batch_size  # small batches run faster per image on a CPU (measured)
@@ -103,10 +88,10 @@ class CachedPipeline:
         freeze_stages(self.prefix)
         spec = backbone.input_spec
         stage = backbone.stage_names[start] if start < len(backbone) else "end"
-        transform = (
-            f"resize {spec.interpolation} {image_size}x{image_size} (PIL), to [0,1], normalize mean {list(spec.mean)} "
-            f"std {list(spec.std)}; compute {precision}"
-        )
+        # The transform (hashkit.transforms) whose outputs are cached, once: a deterministic evaluation
+        # recipe; training batches are these activations, flipped (and cached views with ``views``).
+        self.recipe = test_recipe
+        transform = f"{describe(spec, image_size, self.recipe)}; compute {precision}"
         self.key = CacheKey(
             dataset=dataset, arch=backbone.arch, stage=stage, stage_index=start,
             weights=state_dict_hash(self.prefix), image_size=image_size, transform=transform,
@@ -147,9 +132,14 @@ class CachedPipeline:
         self._located[-id(train)] = (train, where)
         return where
 
+    def prepare(self, images: ImageCollection) -> None:
+        """Compute and cache the activations of ``images`` that the cache lacks."""
+        self.locate(images)
+
     def _compute(self, images: Any) -> Iterator[tuple[int, np.ndarray]]:
         return compute_activations(
             self.prefix, images, image_size=self.image_size, interpolation=self.input_spec.interpolation,
+            recipe=self.recipe,
             mean=self.input_spec.mean, std=self.input_spec.std, batch_size=self.cache_batch_size,
             num_workers=self.num_workers, device=self.device, channels_last=self.channels_last,
             precision=self.precision, desc=f"caching {self.key.stage} inputs",
@@ -163,7 +153,7 @@ class CachedPipeline:
         x = rows.to(self.device, non_blocking=True).float()
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
-    # ---- the ImagePipeline interface ----------------------------------------------------------------
+    # ---- the InputPipeline interface ----------------------------------------------------------------
 
     def train_batches(
         self, train: ImageCollection, order: torch.Tensor, generator: torch.Generator
@@ -184,7 +174,12 @@ class CachedPipeline:
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """The network's real-valued outputs for cached inputs: stages start… + hash layer."""
-        return self.model(inputs, start=self.start)
+        return self.network(inputs, start=self.start)
+
+    def for_training(self, network: nn.Module, batch_size: int) -> "CachedPipeline":
+        view = copy.copy(self)  # shares the store and what it located
+        view.network, view.batch_size = network, batch_size
+        return view
 
     def encode(self, images: ImageCollection, desc: str = "encode") -> torch.Tensor:
         """Real-valued outputs (n, code_length) for ``images`` in order, on the CPU (eval mode)."""
@@ -196,19 +191,11 @@ class CachedPipeline:
         suffix = self.model.backbone[self.start :]
         return self._run(images, suffix, self.model.backbone.feature_dim, desc)
 
-    @torch.no_grad()
     def _run(self, images: ImageCollection, network: Any, width: int, desc: str) -> torch.Tensor:
         where = self.locate(images)
-        was_training = self.model.training
-        self.model.eval()
-        outputs = []
-        with tqdm(total=len(images), desc=desc, unit="img", leave=False, dynamic_ncols=True) as bar:
-            for begin in range(0, len(where), self.encode_batch_size):
-                rows = self.store.gather(where[begin : begin + self.encode_batch_size])
-                outputs.append(network(self._inputs(rows)).float().cpu())
-                bar.update(len(rows))
-        self.model.train(was_training)
-        return torch.cat(outputs) if outputs else torch.zeros(0, width)
+        step = self.encode_batch_size
+        batches = (self._inputs(self.store.gather(where[i : i + step])) for i in range(0, len(where), step))
+        return encode_batches(self.model, batches, network, total=len(images), width=width, desc=desc)
 
 
 def freeze_stages(stages: torch.nn.Module) -> None:

@@ -2,7 +2,7 @@
 
 Contents: ``format``, ``hashkit_version``, ``git_commit``, ``method``, ``arch``, ``code_length``, the
 full ``config``, ``model`` (state dict), ``method_state`` (the method's memories / learned codes),
-``optimizer``, ``scheduler``, ``epoch`` (epochs completed), ``history`` and ``metrics``.
+``method_module`` (the state dict of a method's own trainable module, or None), ``optimizer``, ``scheduler``, ``epoch`` (epochs completed), ``history`` and ``metrics``.
 Only tensors and plain Python values are stored, so loading never executes pickled code.
 """
 

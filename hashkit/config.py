@@ -11,7 +11,8 @@ Resolution (:func:`resolve_config`), lowest to highest priority:
 
 1. global defaults (:data:`GLOBAL_DEFAULTS`, each flag's default, each hyper-parameter's default);
 2. the shared recipe (:data:`hashkit.recipes.SHARED_RECIPES` ``[--recipe]``);
-3. the method's recipe (``HashingMethod.recipes[--recipe]``);
+3. the method's recipe (``HashingMethod.recipes[--recipe]``) — less its momentum settings when
+   ``--optimizer`` names another optimiser than the recipe's;
 4. values fixed by the ``--from`` checkpoint (``arch``, ``code_length`` and the method's
    ``init_fixed_keys``) — a flag given with another value is refused, naming both;
 5. flags given on the command line (a value of None means "not given").
@@ -54,7 +55,7 @@ COMMON_FLAGS: dict[str, Flag] = {
     "hash_init_std": Flag(None, "initialise the hash layer's weights from N(0, std²) and its bias to 0 (HashNet's seed: 0.01); default torch's Linear init", float),
     "evaluate_interval": Flag(None, "evaluate every N epochs and after the last (0: only after the last)", int, kind="runtime"),
     "topk": Flag(None, "mAP@k cut-off; 0 or absent = the dataset's default (CIFAR-10: ALL)", int, kind="protocol"),
-    "metrics": Flag("map", "comma-separated metrics to compute: map, precision_radius, pr_curve, precision_at", kind="runtime"),
+    "metrics": Flag("map,pr_curve,precision_at", "comma-separated metrics to compute: map, precision_radius, pr_curve, precision_at (the curves cost milliseconds and let `hashkit plot` and `hashkit serve --runs` draw any run)", kind="runtime"),
     "num_workers": Flag(0, "DataLoader worker processes decoding images", int, kind="runtime"),
     "train_from": Flag(None, "fine-tune only the backbone stages from STAGE on (e.g. block11), on activations of the frozen stages before it computed once and cached on disk (--cache-dir); absent or 0 = full fine-tuning"),
     "freeze_backbone": Flag(False, "train only the hash layer on backbone features computed once and cached on disk (= --train-from after the last stage)", bool),
@@ -106,6 +107,8 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
     "encode_flip": False,
 }
 DEFAULT_MOMENTUM = {"sgd": 0.9, "rmsprop": 0.0, "adam": None}
+# Recipe keys that belong to the recipe's optimiser: left out when --optimizer names another one.
+OPTIMIZER_SPECIFIC = ("momentum", "nesterov")
 
 
 class RunConfig(TypedDict, total=False):
@@ -227,7 +230,13 @@ def resolve_config(given: Mapping[str, Any], init_config: Mapping[str, Any] | No
     method = METHODS.canonical(str(given["method"]))
     recipe = given["recipe"]
     config: dict[str, Any] = default_values(method)
-    config.update(recipe_values(method, recipe, bool(given.get("freeze_backbone"))))
+    recipe_set = recipe_values(method, recipe, bool(given.get("freeze_backbone")))
+    if "optimizer" in given and given["optimizer"] != recipe_set.get("optimizer", config["optimizer"]):
+        # Another optimiser than the recipe's: its momentum settings belong to the recipe's optimiser.
+        recipe_set = {k: v for k, v in recipe_set.items() if k not in OPTIMIZER_SPECIFIC}
+        config.pop("nesterov", None)
+        config["nesterov"] = GLOBAL_DEFAULTS["nesterov"]
+    config.update(recipe_set)
     if init_config is not None:
         source = given.get("init_from", "the --from checkpoint")
         for key in init_fixed_keys(method):
@@ -294,23 +303,6 @@ def same_setting(key: str, saved: Any, given: Any) -> bool:
 
 # --- the dry-run view ------------------------------------------------------------------------------------
 
-TRANSFORM_STEPS: dict[str, list[str]] = {
-    "resize_flip": ["Resize({size})", "RandomHorizontalFlip()"],
-    "resized_crop_flip": ["RandomResizedCrop({size})", "RandomHorizontalFlip()"],
-    "resize": ["Resize({size})"],
-    "center_crop": ["Resize({resize})", "CenterCrop({size})"],
-    "ten_crop": ["Resize({resize})", "TenCrop({size})", "mean of the 10 outputs"],
-}
-
-
-def transform_steps(name: str, image_size: int, normalize: str = "Normalize(backbone mean, std)") -> list[str]:
-    """The named transform as a list of torchvision-like step names (for the dry run and the README)."""
-    resize = round(image_size * 256 / 224)
-    steps = [s.format(size=image_size, resize=resize) for s in TRANSFORM_STEPS[name]]
-    tail = [step for step in steps if step.startswith("mean")]
-    return [s for s in steps if not s.startswith("mean")] + ["ToTensor()", normalize] + tail
-
-
 def describe_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The resolved configuration as ``hashkit train --dry-run --json`` prints it: every flat key, plus
     ``optimizer`` and ``scheduler`` objects (torch's names and argument names), the transforms as step
@@ -335,6 +327,8 @@ def describe_config(config: Mapping[str, Any]) -> dict[str, Any]:
         scheduler.update(gamma=float(config["lr_gamma"]))
     elif name == "step":
         scheduler.update(step_size=int(config["lr_step_size"]), gamma=float(config["lr_gamma"]))
+    from hashkit.transforms import step_names
+
     size = int(config["image_size"])
     activation = config.get("hash_activation")
     cached = config.get("train_from") not in (None, "", 0, "0") or bool(config.get("freeze_backbone"))
@@ -342,8 +336,8 @@ def describe_config(config: Mapping[str, Any]) -> dict[str, Any]:
         **{k: config[k] for k in sorted(config) if k not in ("optimizer",)},
         "optimizer": optimizer,
         "scheduler": scheduler,
-        "train_transform": transform_steps(str(config["train_transform"]), size),
-        "test_transform": transform_steps(str(config["test_transform"]), size),
+        "train_transform": step_names(str(config["train_transform"]), size, train=True),
+        "test_transform": step_names(str(config["test_transform"]), size, train=False),
         "train_transform_name": config["train_transform"],
         "test_transform_name": config["test_transform"],
         "cached_activations": cached,

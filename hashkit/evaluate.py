@@ -47,7 +47,7 @@ How this relates to the seeds' and to public evaluation code (read for facts, no
 Speed and memory
 ----------------
 Hamming distance has only bits + 1 values, so no general sort is needed. On CPU the default path is
-the compiled kernel of :mod:`hashkit.fastkernels` (C, built with the system compiler on first use in
+the compiled kernel of :mod:`hashkit.hamming.kernel` (``kernel.c``) (C, built with the system compiler on first use in
 about 1 s and cached): per query one pass computes the distances (XOR + popcount), a relevance bit
 per item (a table over the database's label patterns), the distance histogram and, for each relevant
 item, its rank in the stable (distance, index) order from the histogram so far plus a compare inside
@@ -90,9 +90,17 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from hashkit import fastkernels
 from hashkit.errors import HashkitError
-from hashkit.hamming import _as_tensor, _pack_pm1_numpy, _popcount_words, packed_to_words, to_pm1
+from hashkit.hamming import kernel as fastkernels
+from hashkit.hamming import (
+    _as_tensor,
+    _pack_pm1_numpy,
+    matmul_dtype,
+    packed_to_words,
+    pm1_matmul_distance,
+    to_pm1,
+    xor_popcount,
+)
 
 __all__ = [
     "METRIC_NAMES",
@@ -107,7 +115,7 @@ __all__ = [
 METRIC_NAMES: tuple[str, ...] = ("map", "precision_radius", "pr_curve", "precision_at")
 DEFAULT_NS: tuple[int, ...] = (100, 500, 1000)
 
-# Backend used when the device is the CPU: "auto" (the compiled kernel of hashkit.fastkernels when it
+# Backend used when the device is the CPU: "auto" (the compiled kernel of hashkit.hamming.kernel when it
 # loads, else "numpy"), "kernel" (the compiled kernel; an error when it cannot load), "numpy"
 # (popcount + radix argsort) or "torch" (the device-generic path that CUDA uses). Tests switch it to
 # check that all give identical numbers.
@@ -379,16 +387,7 @@ def _run_numpy(
         rel = np.empty(nd, dtype=bool)
         for r, i in enumerate(range(lo, hi)):
             # Hamming distances of query i to every database item: XOR + popcount per 64-bit word
-            np.bitwise_xor(db_cols[0], qw[i, 0], out=xor)
-            if len(db_cols) == 1:
-                _popcount_words(xor, out=d)
-            else:
-                _popcount_words(xor, out=cnt)
-                d[...] = cnt
-                for w in range(1, len(db_cols)):
-                    np.bitwise_xor(db_cols[w], qw[i, w], out=xor)
-                    _popcount_words(xor, out=cnt)
-                    np.add(d, cnt, out=d, casting="unsafe")
+            xor_popcount(qw[i], db_cols, d, xor, cnt)
             np.take(relpat[r], inp.pid, out=rel)
             counts = None
             if hist:
@@ -429,7 +428,7 @@ def _label_words(labels: np.ndarray) -> np.ndarray:
 def _run_kernel(
     lib: Any, inp: _Inputs, stats: _Stats, ap_k: int | None, ns_clip: np.ndarray, chunk_size: int | None
 ) -> None:
-    """CPU path with the compiled kernel (hashkit.fastkernels): one fused pass per query, no sort."""
+    """CPU path with the compiled kernel (hashkit.hamming.kernel): one fused pass per query, no sort."""
     fn = lib.hk_eval_rows
     nq, nd, bits = inp.nq, inp.nd, inp.bits
     qw = np.ascontiguousarray(packed_to_words(_pack_pm1_numpy(inp.q.cpu().numpy())))
@@ -478,7 +477,7 @@ def _run_torch(
     nq, nd, bits = inp.nq, inp.nd, inp.bits
     q = inp.q.to(dev)
     db = inp.db.to(dev)
-    ftype = torch.float16 if (dev.type == "cuda" and bits <= 2048) else torch.float32
+    ftype = matmul_dtype(dev, bits)
     dbf = db.to(ftype)
     pid = torch.from_numpy(inp.pid).to(dev)
     need_k = max(ap_k or 0, int(ns_clip.max()) if ns_clip.size else 0)
@@ -493,9 +492,7 @@ def _run_torch(
         stats.n_rel[lo:hi] = (
             relpat.to(torch.int64) @ torch.from_numpy(inp.pattern_counts).to(dev)
         ).cpu().numpy()
-        dot = q[lo:hi].to(ftype) @ dbf.T
-        dist = ((bits - dot.float()) * 0.5).round_().to(torch.int16)  # (chunk, nd), exact
-        del dot
+        dist = pm1_matmul_distance(q[lo:hi].to(ftype), dbf, bits)  # (chunk, nd) int16, exact
         rel = relpat[:, pid]  # (chunk, nd) bool
         if hist:
             idx = dist.long()

@@ -32,17 +32,18 @@ from loguru import logger
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from torchvision import transforms as T
 
 from hashkit.atomic import atomic_open
 from hashkit.data.base import ImageCollection
 from hashkit.errors import HashkitError
+from hashkit.progress import progress
+from hashkit.transforms import DEFAULT_TEST, geometric_steps, normalize_batch, pil_resample
 
 CACHE_FORMAT = 1  # bump when the file layout or the way activations are computed changes
 MAGIC = b"HKFCACHE"
 SHARD_SUFFIX = ".hkfc"
 SHARD_IMAGES = 10_000  # rows per shard: an interrupted caching loses at most one shard's work
-_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
 
 
 @dataclass(frozen=True)
@@ -225,26 +226,26 @@ class FeatureStore:
 
 
 # --------------------------------------------------------------------------------------------------
-# Computing the activations fast: PIL resize to uint8 in the loader, normalisation batched in torch,
-# the prefix with BatchNorm folded into its convolutions, channels_last, inference_mode.
+# Computing the activations fast: the transform recipe's PIL steps (hashkit.transforms) to uint8 in the
+# loader, normalisation batched in torch (transforms.normalize_batch), the prefix with BatchNorm folded
+# into its convolutions, channels_last, inference_mode.
 
 
 class ResizedImages(Dataset):
-    """(uint8 H×W×3 tensor at ``size``) per image: the PIL resize every ImagePipeline transform does,
-    without the slow per-image float conversion (done batched afterwards)."""
+    """(uint8 H×W×3 tensor) per image after the geometric steps of transform ``recipe`` (the evaluation
+    transform's resize by default), without the slow per-image float conversion (done batched afterwards)."""
 
-    def __init__(self, images: ImageCollection | AugmentedViews, size: int, interpolation: str) -> None:
+    def __init__(self, images: ImageCollection | AugmentedViews, size: int, interpolation: str,
+                 recipe: str = DEFAULT_TEST) -> None:  # fmt: skip
         self.images = images
         self.size = size
-        self.resample = _RESAMPLE[interpolation]
+        self.geometry = T.Compose(geometric_steps(recipe, size, interpolation))
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        image = self.images.load(index)
-        if image.size != (self.size, self.size):
-            image = image.resize((self.size, self.size), self.resample)
+        image = self.geometry(self.images.load(index))
         return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
 
 
@@ -266,7 +267,7 @@ class AugmentedViews:
                  pairs: Sequence[tuple[int, int]] | None = None) -> None:  # fmt: skip
         self.images, self.keys, self.views, self.size = images, list(keys), views, size
         self.interpolation = interpolation
-        self.resample = _RESAMPLE[interpolation]
+        self.resample = pil_resample(interpolation)
         self.pairs = list(pairs) if pairs is not None else [(i, v) for i in range(len(images)) for v in range(1, views + 1)]
 
     def __len__(self) -> int:
@@ -289,14 +290,6 @@ class AugmentedViews:
         x0, y0 = rng.uniform(0, width - w), rng.uniform(0, height - h)
         view_image = image.resize((self.size, self.size), self.resample, box=(x0, y0, x0 + w, y0 + h))
         return view_image.transpose(Image.FLIP_LEFT_RIGHT) if rng.uniform() < 0.5 else view_image
-
-
-def normalize_batch(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (n, H, W, 3) → float (n, 3, H, W) in channels_last memory, exactly ToTensor + Normalize."""
-    x = batch.permute(0, 3, 1, 2).float().div_(255)
-    m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
-    return x.sub_(m).div_(s)
 
 
 def fold_batchnorm(module: nn.Module) -> nn.Module:
@@ -356,19 +349,19 @@ def compute_activations(
     channels_last: bool,
     precision: str = "fp32",
     desc: str = "caching",
+    recipe: str = DEFAULT_TEST,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (start position, float16 rows) of ``prefix``'s outputs over ``images`` in order.
-
-    The progress bar shows images/s. ``precision="bf16"`` runs the prefix under bfloat16 autocast.
+    """Yield (start position, float16 rows) of ``prefix``'s outputs over ``images`` (transform
+    ``recipe``) in order; logs the images/s at the end (and shows a bar on a terminal).
+    ``precision="bf16"`` runs the prefix under bfloat16 autocast.
     """
     loader = DataLoader(
-        ResizedImages(images, image_size, interpolation), batch_size=batch_size, num_workers=num_workers,
+        ResizedImages(images, image_size, interpolation, recipe), batch_size=batch_size, num_workers=num_workers,
         persistent_workers=False, prefetch_factor=4 if num_workers else None,
     )
     network: nn.Module | None = None
     position = 0
-    started = time.perf_counter()
-    with torch.inference_mode(), tqdm(total=len(images), desc=desc, unit="img", dynamic_ncols=True) as bar:
+    with torch.inference_mode(), progress(len(images), desc, summary="always") as bar:
         for batch in loader:
             x = normalize_batch(batch, mean, std).to(device)
             x = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
@@ -382,9 +375,6 @@ def compute_activations(
             yield position, out.to(torch.float16).cpu().contiguous().numpy()
             position += len(batch)
             bar.update(len(batch))
-    elapsed = time.perf_counter() - started
-    if position:
-        logger.info(f"{desc}: {position} images in {elapsed:.1f}s ({position / max(elapsed, 1e-9):.0f} img/s)")
 
 
 def ensure_cached(

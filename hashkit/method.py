@@ -15,6 +15,18 @@ A method is one file in ``methods/`` holding a subclass of :class:`HashingMethod
 
 ``state_dict``/``load_state_dict`` carry the method's own state (memories, learned codes) in checkpoints.
 
+Trainable parameters of a method's own (a classifier on the codes, OrthoHash's batch-norm on the codes):
+``setup`` may set :attr:`HashingMethod.module` to an ``nn.Module``. The Trainer then moves it to the
+device, trains its parameters with the hash layer's learning rate (``lr × hash_lr_mult``, in the same
+optimizer), switches it to train mode with the network, and checkpoints its ``state_dict`` beside the
+network's (``method_module``), so ``--resume`` restores it. Encoding never uses it: codes come from the
+network alone (``hashkit evaluate``, ``hashkit.load`` and ``hashkit encode`` need no method), so a module
+that changes the codes must be folded into the network (see :meth:`HashingMethod.bind_model`). Under
+torchrun a method with a module is refused (its gradients are not all-reduced by DDP).
+``bind_model`` hands the method the network being trained, once, before the optimizer is built: a loss
+may read the hash layer (SDH-C's orthogonality term) and ``on_epoch_end`` may rewrite it (OrthoHash folds
+its batch-norm's threshold into the hash layer's bias).
+
 Under torchrun (hashkit.distributed) each process trains on its part of every global batch; ``observe``
 sees the outputs of the whole global batch (every rank's part, in order), so a memory of codes written
 there stays identical on every rank. A method that is correct this way sets ``supports_distributed``:
@@ -28,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import torch
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,10 @@ class HashingMethod(abc.ABC):
     # True when training under torchrun gives the single-process gradient of the global batch: the loss is
     # a mean over the batch and state kept across steps is updated in ``observe`` (see hashkit.distributed).
     supports_distributed: ClassVar[bool] = False
+    # Hyper-parameter values under which the distributed gradient is exact, when only some are (e.g. a memory
+    # of codes written in ``observe`` rather than pairs formed inside each process's part of the batch):
+    # torchrun refuses other values, naming the flag; the registry-wide tests train with them.
+    distributed_flags: ClassVar[dict[str, Any]] = {}
     # The activation the model applies after its hash layer (``--hash-activation``; set by the run from the
     # config). Methods whose seed loss works on tanh(u) use :meth:`tanh_outputs`, which applies tanh exactly
     # once whether the model already did or not (sign(tanh u) = sign u, so codes are the same either way).
@@ -97,6 +114,11 @@ class HashingMethod(abc.ABC):
         self.hparams = {name: hparams.get(name, spec.default) for name, spec in self.hyperparameters.items()}
         self.device = device
         self.epoch = 0
+        self.module: nn.Module | None = None  # trainable parameters of the method's own (set in setup)
+
+    def bind_model(self, model: nn.Module) -> None:
+        """The network being trained (the Trainer calls this once, before building the optimizer);
+        default: not needed."""
 
     def setup(self, data: TrainingData) -> None:
         """Precompute whatever the method needs over the training split (default: nothing)."""

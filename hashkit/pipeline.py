@@ -1,26 +1,147 @@
 """Input pipelines: how images reach the network for training and encoding.
 
-``ImagePipeline`` decodes and transforms images and runs the whole network (full fine-tuning, the
-default as in the seeds). Other pipelines (e.g. cached activations of a frozen prefix) offer the same
-two calls, so the Trainer and evaluation never know which one they drive.
+:class:`InputPipeline` is the seam between the Trainer / evaluation and the data: batches for training,
+the training forward, outputs (and backbone features) for a collection, and an explicit hook to fill
+caches. It has two implementations:
+
+- :class:`ImagePipeline` (here): decode → transform (hashkit.transforms) → the whole HashModel (full
+  fine-tuning, the default as in the seeds);
+- :class:`hashkit.cached_pipeline.CachedPipeline`: cached activations of a frozen prefix → the rest
+  (``--train-from`` / ``--freeze-backbone``).
+
+Every collection is encoded by the one loop :func:`encode_batches` (also used by ``hashkit.load``).
+Under torchrun the Trainer asks for :meth:`InputPipeline.for_training` — the same pipeline training a
+DistributedDataParallel wrapper of the model with the per-rank batch size — instead of patching it.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+import copy
+from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from hashkit.data.base import ImageCollection, ImageDataset
+from hashkit.errors import HashkitError
 from hashkit.method import Batch
 from hashkit.model import HashModel
+from hashkit.progress import progress
 from hashkit.transforms import build_transform
 
 
+@runtime_checkable  # for tests and type checkers; hashkit itself never probes a pipeline
+class InputPipeline(Protocol):
+    """What the Trainer, evaluation and ``hashkit evaluate`` need from an input pipeline."""
+
+    model: HashModel  # the network it runs (evaluation always runs this one)
+    batch_size: int  # training batch size (--batch-size; the global batch under torchrun)
+    channels_last: bool  # inputs are channels_last (DDP then wants the model's weights alike)
+
+    def prepare(self, images: ImageCollection) -> None:
+        """Compute whatever the pipeline caches for ``images`` (nothing for images read directly).
+        Under torchrun each node's first process calls this alone, before the others."""
+        ...
+
+    def train_batches(
+        self, train: ImageCollection, order: torch.Tensor, generator: torch.Generator
+    ) -> Iterator[Batch]:
+        """Batches of ``batch_size`` consecutive items of ``order`` (positions in ``train``), augmented,
+        with random draws from ``generator`` (and the global RNGs the Trainer seeds per epoch)."""
+        ...
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The trained network's real-valued outputs (b, code_length) for a training batch's inputs."""
+        ...
+
+    def encode(self, images: ImageCollection, desc: str = "encode") -> torch.Tensor:
+        """Real-valued outputs (n, code_length) for ``images`` in order, on the CPU (eval mode)."""
+        ...
+
+    def features(self, images: ImageCollection, desc: str = "features") -> torch.Tensor:
+        """The backbone's features (n, feature_dim) for ``images`` (before the hash layer; eval mode),
+        e.g. SSDH's pretrained-feature similarity."""
+        ...
+
+    def for_training(self, network: nn.Module, batch_size: int) -> "InputPipeline":
+        """This pipeline with ``forward`` running ``network`` (a DistributedDataParallel wrapper of
+        ``model``) and ``train_batches`` cutting batches of ``batch_size`` (one rank's part); ``self``
+        is unchanged."""
+        ...
+
+
+def train_from_index(config: dict[str, Any], model: HashModel) -> int:
+    """The index of the first trained backbone stage (``--train-from`` / ``--freeze-backbone``):
+    0 = full fine-tuning (the default), ``len(backbone)`` = only the hash layer trains."""
+    backbone = model.backbone
+    stage = config.get("train_from")
+    freeze = bool(config.get("freeze_backbone"))
+    if stage in (None, "", 0, "0"):
+        return len(backbone) if freeze else 0
+    if isinstance(stage, str) and stage.strip().lower() in ("end", "none", "hash", "hash_layer"):
+        index = len(backbone)
+    else:
+        index = backbone.stage_index(stage)
+    if freeze and index != len(backbone):
+        raise HashkitError(
+            f"--freeze-backbone trains only the hash layer but --train-from {stage} fine-tunes stages from "
+            f"{backbone.stage_names[index]}; pass one of the two"
+        )
+    return index
+
+
+@torch.no_grad()
+def encode_batches(
+    model: nn.Module,
+    batches: Iterable[torch.Tensor],
+    network: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    total: int,
+    width: int,
+    desc: str = "encode",
+    show_progress: bool = True,
+) -> torch.Tensor:
+    """The one encoding loop: ``network`` over ``batches`` (inputs ready for it) with ``model`` in eval
+    mode (its mode restored after), outputs as float32 on the CPU, concatenated: (total, width)."""
+    was_training = model.training
+    model.eval()
+    outputs = []
+    try:
+        with progress(total, desc, enabled=show_progress) as bar:
+            for inputs in batches:
+                outputs.append(network(inputs).float().cpu())
+                bar.update(len(inputs))
+    finally:
+        model.train(was_training)
+    return torch.cat(outputs) if outputs else torch.zeros(0, width)
+
+
+def image_batches(
+    images: ImageCollection,
+    transform: Callable,
+    batch_size: int,
+    num_workers: int,
+    to_device: Callable[[torch.Tensor], torch.Tensor],
+) -> Iterator[torch.Tensor]:
+    """Transformed images of ``images`` in order, ``batch_size`` at a time, through ``to_device``."""
+    loader = DataLoader(ImageDataset(images, transform), batch_size=batch_size, num_workers=num_workers)
+    for batch, _, _ in loader:
+        yield to_device(batch)
+
+
+def mirrored_outputs(model: HashModel, mirror_at: int, flip: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Images → the outputs to binarize: ``model(images)``, or with ``flip`` (``--encode-flip``) the mean
+    over the input of stage ``mirror_at`` and its mirror (0 = the image itself; under ``--train-from``
+    the frozen stages' activations, where the run's own evaluation mirrored)."""
+    if not flip or not mirror_at:
+        return lambda x: model.encode_outputs(x, flip=flip)
+    prefix = model.backbone[:mirror_at]
+    return lambda x: model.encode_outputs(prefix(x), start=mirror_at, flip=True)
+
+
 class ImagePipeline:
-    """Images → transforms → the whole HashModel."""
+    """Images → transforms → the whole HashModel (an :class:`InputPipeline`)."""
 
     def __init__(
         self,
@@ -36,6 +157,7 @@ class ImagePipeline:
     ) -> None:
         spec = model.backbone.input_spec
         self.model = model
+        self.network: nn.Module = model  # what ``forward`` runs (a DDP wrapper in a for_training view)
         self.train_transform = build_transform(spec, image_size, train=True, name=train_transform)
         self.eval_transform = build_transform(spec, image_size, train=False, name=test_transform)
         self.batch_size = batch_size
@@ -48,6 +170,9 @@ class ImagePipeline:
     def _to_device(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device, non_blocking=True)
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last and images.dim() == 4 else images
+
+    def prepare(self, images: ImageCollection) -> None:
+        """Nothing to prepare: images are decoded as they are read."""
 
     def train_batches(
         self, train: ImageCollection, order: torch.Tensor, generator: torch.Generator
@@ -67,28 +192,21 @@ class ImagePipeline:
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """The network's real-valued outputs for a training batch's inputs."""
-        return self.model(inputs)
+        return self.network(inputs)
+
+    def for_training(self, network: nn.Module, batch_size: int) -> "ImagePipeline":
+        view = copy.copy(self)
+        view.network, view.batch_size = network, batch_size
+        return view
 
     def encode(self, images: ImageCollection, desc: str = "encode") -> torch.Tensor:
         """Real-valued outputs (n, code_length) for ``images`` in order, on the CPU (eval mode)."""
-        network = lambda x: self.model.encode_outputs(x, flip=self.encode_flip)  # noqa: E731
-        return self._run(images, network, self.model.code_length, desc)
+        return self._run(images, mirrored_outputs(self.model, 0, self.encode_flip), self.model.code_length, desc)
 
     def features(self, images: ImageCollection, desc: str = "features") -> torch.Tensor:
         """The backbone's features (n, feature_dim) for ``images`` (before the hash layer; eval mode)."""
         return self._run(images, self.model.backbone, self.model.backbone.feature_dim, desc)
 
-    @torch.no_grad()
     def _run(self, images: ImageCollection, network: Callable[[torch.Tensor], torch.Tensor], width: int, desc: str) -> torch.Tensor:
-        was_training = self.model.training
-        self.model.eval()
-        loader = DataLoader(
-            ImageDataset(images, self.eval_transform), batch_size=self.encode_batch_size, num_workers=self.num_workers
-        )
-        outputs = []
-        with tqdm(total=len(images), desc=desc, unit="img", leave=False, dynamic_ncols=True) as bar:
-            for batch, _, _ in loader:
-                outputs.append(network(self._to_device(batch)).float().cpu())
-                bar.update(len(batch))
-        self.model.train(was_training)
-        return torch.cat(outputs) if outputs else torch.zeros(0, width)
+        batches = image_batches(images, self.eval_transform, self.encode_batch_size, self.num_workers, self._to_device)
+        return encode_batches(self.model, batches, network, total=len(images), width=width, desc=desc)

@@ -21,7 +21,11 @@ NEEDED = ("pr_curve", "precision_at")
 EVALUATION_FILE = "evaluation.json"  # where the fix in the error message asks to save `hashkit evaluate --json`
 FIGSIZE = (13.0, 5.2)  # inches
 DPI = 120
-DISPLAY_NAMES = {"dpsh": "DPSH", "dhn": "DHN", "hashnet": "HashNet", "adsh": "ADSH", "dihn": "DIHN", "ssdh": "SSDH"}
+DISPLAY_NAMES = {
+    "dpsh": "DPSH", "dhn": "DHN", "hashnet": "HashNet", "adsh": "ADSH", "dihn": "DIHN", "ssdh": "SSDH",
+    "csq": "CSQ", "dpn": "DPN", "orthocos": "OrthoCos", "orthoarc": "OrthoArc", "greedyhash": "GreedyHash",
+    "jmlh": "JMLH", "sdhc": "SDH-C", "bihalf_sup": "BiHalf (supervised)", "ce": "CE",
+}  # fmt: skip
 
 
 @dataclass

@@ -29,7 +29,7 @@ from hashkit.distributed import DistContext
 from hashkit.errors import HashkitError
 from hashkit.method import HashingMethod, TrainingData
 from hashkit.model import HashModel, build_model, check_code_length, model_options
-from hashkit.pipeline import ImagePipeline
+from hashkit.pipeline import ImagePipeline, InputPipeline
 from hashkit.registry import BACKBONES, DATASETS, METHODS
 from hashkit.trainer import Trainer, evaluate_run, unwrap_worker_error
 
@@ -47,7 +47,7 @@ def build_splits(config: dict[str, Any]) -> DatasetSplits:
     return splits
 
 
-def build_pipeline(config: dict[str, Any], model: HashModel, device: torch.device) -> Any:
+def build_pipeline(config: dict[str, Any], model: HashModel, device: torch.device) -> InputPipeline:
     """ImagePipeline (full fine-tuning), or the cached pipeline for --train-from / --freeze-backbone."""
     from hashkit.cached_pipeline import build_cached_pipeline
 
@@ -76,18 +76,17 @@ def build_method(config: dict[str, Any], device: torch.device) -> HashingMethod:
 def training_data(
     method: HashingMethod,
     splits: DatasetSplits,
-    pipeline: Any,
+    pipeline: InputPipeline,
     device: torch.device,
     init_checkpoint: dict[str, Any] | None = None,
 ) -> TrainingData:
     """What ``method.setup`` sees: labels only for supervised methods (SSDH never gets them)."""
     train_set = getattr(splits, method.training_split)
     labels = torch.from_numpy(train_set.labels).float().to(device) if method.supervised else None
-    features = getattr(pipeline, "features", None)
     return TrainingData(
         num_items=len(train_set),
         labels=labels,
-        pretrained_features=(lambda: features(train_set)) if features else None,
+        pretrained_features=lambda: pipeline.features(train_set),
         splits=splits,
         init_checkpoint=init_checkpoint,
     )
@@ -183,9 +182,9 @@ def _build_trainer(
     model.to(device)
     pipeline = build_pipeline(config, model, device)
     method = build_method(config, device)
-    if ctx.is_distributed and hasattr(pipeline, "locate"):
+    if ctx.is_distributed:
         # A cache the pipeline fills (cached activations) is filled by each node's first process alone.
-        distributed.local_main_first(ctx, lambda: pipeline.locate(getattr(splits, method.training_split)))
+        distributed.local_main_first(ctx, lambda: pipeline.prepare(getattr(splits, method.training_split)))
     # setup sees what the original run saw (the --from / pretrained network); a resumed state comes after.
     method.setup(training_data(method, splits, pipeline, device, init_checkpoint))
     trainer = Trainer(config, splits, model, method, pipeline, out_dir, device, dist=ctx)
@@ -224,6 +223,13 @@ def _validate(config: dict[str, Any], ctx: DistContext) -> None:
                 f"state would differ between processes; run it as one process (hashkit train …, --gpu N for a GPU)"
                 f"{'; methods that can: ' + ', '.join(able) if able else ''}"
             )
+        for key, value in method_cls.distributed_flags.items():
+            if not same_setting(key, config.get(key), value):
+                raise HashkitError(
+                    f"--method {config['method']} with {flag_name(key)} {config.get(key)} cannot train under torchrun "
+                    f"({ctx.world_size} processes): its loss couples items across the processes' parts of the batch; "
+                    f"pass {flag_name(key)} {value}, or run it as one process"
+                )
         distributed.check_batch_size(ctx, int(config["batch_size"]))
 
 

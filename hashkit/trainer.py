@@ -13,7 +13,8 @@ epoch k replays epochs k+1… exactly: a CPU run is bit-identical to an uninterr
 needs saving. (CUDA kernels may be non-deterministic, so GPU resumes match only approximately.)
 
 Under torchrun (hashkit.distributed) rank r trains on its part of every global batch through
-DistributedDataParallel; only rank 0 evaluates and writes checkpoint.pt and result.json.
+DistributedDataParallel (the pipeline's ``for_training`` view runs the DDP wrapper with the per-rank
+batch size); only rank 0 evaluates and writes checkpoint.pt and result.json.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from loguru import logger
-from tqdm import tqdm
 
 from hashkit import distributed
 from hashkit.atomic import atomic_write_json
@@ -42,6 +42,8 @@ from hashkit.errors import HashkitError
 from hashkit.evaluate import evaluate_codes
 from hashkit.method import HashingMethod
 from hashkit.model import HashModel, binarize
+from hashkit.pipeline import InputPipeline
+from hashkit.progress import progress
 from hashkit.runinfo import provenance
 
 
@@ -62,7 +64,7 @@ class Trainer:
         splits: DatasetSplits,
         model: HashModel,
         method: HashingMethod,
-        pipeline: Any,
+        pipeline: InputPipeline,
         out_dir: Path,
         device: torch.device,
         dist: DistContext = SINGLE,
@@ -77,7 +79,9 @@ class Trainer:
         self.dist = dist
         self.global_batch = int(pipeline.batch_size)  # --batch-size: the global batch under torchrun too
         self.train_set = getattr(splits, method.training_split)
+        method.bind_model(model)
         self.optimizer = build_optimizer(model, config)
+        self._add_method_module(config)  # before the scheduler: it records every group's lr
         self.step_scheduler = schedule_steps_per_batch(config)  # else once per epoch
         self.scheduler = build_scheduler(self.optimizer, config, self._steps_per_epoch())
         self.history: list[dict[str, Any]] = []
@@ -85,7 +89,7 @@ class Trainer:
         self.timings = {"train_s": 0.0, "encode_s": 0.0, "eval_s": 0.0}
         self.metrics: dict[str, Any] = {}
         self.epochs_saved = 0  # the epoch checkpoint.pt holds (the last good one)
-        self._ddp: torch.nn.parallel.DistributedDataParallel | None = None
+        self._training_view: InputPipeline | None = None  # the pipeline driving the DDP wrapper (torchrun)
         self._epoch_running = 0
         self._dropped_warned = False
 
@@ -97,6 +101,21 @@ class Trainer:
         else:
             items = len(self.train_set)
         return max(1, math.ceil(items / max(1, self.global_batch)))
+    def _add_method_module(self, config: dict[str, Any]) -> None:
+        """The method's own trainable module (hashkit.method): on the device, trained at the hash layer's
+        learning rate in the same optimizer; refused under torchrun (DDP would not all-reduce it)."""
+        module = self.method.module
+        if module is None:
+            return
+        module.to(self.device)
+        params = [p for p in module.parameters() if p.requires_grad]
+        if params and self.dist.is_distributed:
+            raise HashkitError(
+                f"--method {config['method']} trains parameters of its own, which torchrun does not synchronise; "
+                "run it as one process (hashkit train …, --gpu N for a GPU)"
+            )
+        if params:
+            self.optimizer.add_param_group({"params": params, "lr": float(config["lr"]) * float(config["hash_lr_mult"])})
 
     @property
     def checkpoint_path(self) -> Path:
@@ -166,6 +185,8 @@ class Trainer:
         np.random.seed(rank_seed % 2**32)
         generator = torch.Generator().manual_seed(seed)
         self.model.train()
+        if self.method.module is not None:
+            self.method.module.train()
         self.method.on_epoch_start(epoch)
         order = self.method.epoch_indices(epoch, generator)
         if order is None:
@@ -177,20 +198,15 @@ class Trainer:
         sums: dict[str, float] = defaultdict(float)
         steps = 0
         started = time.perf_counter()
-        with self._distributed_forward():
-            bar = tqdm(
-                self.pipeline.train_batches(self.train_set, local_order, loader_generator),
-                total=len(plan),
-                desc=f"epoch {epoch + 1}/{self.config['max_iter']}",
-                leave=False,
-                dynamic_ncols=True,
-                disable=not self.dist.is_main,
-            )
-            for batch in bar:
+        pipeline = self._training_pipeline()
+        desc = f"epoch {epoch + 1}/{self.config['max_iter']}"
+        # A bar on a terminal (rank 0); in a log file only the epoch line below, with its img/s.
+        with progress(len(local_order), desc, enabled=self.dist.is_main, summary="never") as bar:
+            for batch in pipeline.train_batches(self.train_set, local_order, loader_generator):
                 if steps >= len(plan):
                     raise RuntimeError(f"{type(self.pipeline).__name__}.train_batches yielded more batches than planned")
                 chunk, sizes = plan[steps]
-                outputs = self.pipeline.forward(batch.inputs)
+                outputs = pipeline.forward(batch.inputs)
                 self._observe(outputs, batch, chunk, sizes)
                 losses = self.method.training_step(outputs, batch)
                 total = sum(losses.values())
@@ -210,8 +226,9 @@ class Trainer:
                 for name, value in values.items():
                     sums[name] += value
                 steps += 1
+                bar.update(len(batch.index))
                 bar.set_postfix(loss=f"{sums['total'] / steps:.4f}")
-            bar.close()
+        images_per_s = bar.rate
         if steps != len(plan):
             raise RuntimeError(f"{type(self.pipeline).__name__}.train_batches yielded {steps} batches, {len(plan)} planned")
         if not self.step_scheduler:
@@ -219,7 +236,8 @@ class Trainer:
         self.method.on_epoch_end(epoch)
         self.timings["train_s"] += time.perf_counter() - started
         means = {name: value / max(steps, 1) for name, value in sums.items()}
-        logger.info(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
+        logger.info(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
+                    + f" ({images_per_s:.0f} img/s)")
         return means
 
     def _shard(self, order: torch.Tensor, epoch: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, list[int]]]]:
@@ -261,26 +279,21 @@ class Trainer:
             values = distributed.all_reduce_sum(values * (sizes[self.dist.rank] / sum(sizes)))
         return dict(zip(names + ["total"], values.tolist()))
 
-    @contextlib.contextmanager
-    def _distributed_forward(self) -> Iterator[None]:
-        """Under torchrun, route the pipeline's training forward through DDP with the per-rank batch."""
+    def _training_pipeline(self) -> InputPipeline:
+        """The pipeline that trains: ``self.pipeline`` itself, or under torchrun its ``for_training``
+        view running a DistributedDataParallel wrapper of the model on this rank's part of each batch
+        (made once; evaluation keeps using ``self.pipeline`` and the bare model)."""
         if not self.dist.is_distributed:
-            yield
-            return
-        if getattr(self.pipeline, "model", None) is not self.model:
-            raise RuntimeError(f"{type(self.pipeline).__name__} must expose the model it runs as .model to train under torchrun")
-        if self._ddp is None:
-            if getattr(self.pipeline, "channels_last", False):  # gradients then match DDP's bucket layout
+            return self.pipeline
+        if self._training_view is None:
+            if self.pipeline.model is not self.model:
+                raise RuntimeError(f"{type(self.pipeline).__name__}.model is not the model being trained")
+            if self.pipeline.channels_last:  # gradients then match DDP's bucket layout
                 self.model.to(memory_format=torch.channels_last)
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self._ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
-        self.pipeline.model = self._ddp
-        self.pipeline.batch_size = self.global_batch // self.dist.world_size
-        try:
-            yield
-        finally:
-            self.pipeline.model = self.model
-            self.pipeline.batch_size = self.global_batch
+            ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+            self._training_view = self.pipeline.for_training(ddp, self.global_batch // self.dist.world_size)
+        return self._training_view
 
     def evaluate(self) -> dict[str, Any]:
         """Encode query (and database unless the method learned its codes) and compute the metrics."""
@@ -300,6 +313,7 @@ class Trainer:
                 "config": self.config,
                 "model": self.model.state_dict(),
                 "method_state": self.method.state_dict(),
+                "method_module": None if self.method.module is None else self.method.module.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "epoch": epochs_done,
@@ -315,6 +329,8 @@ class Trainer:
         """Continue from ``checkpoint`` (model, method, optimizer, scheduler, epoch, history)."""
         self.model.load_state_dict(checkpoint["model"])
         self.method.load_state_dict(checkpoint["method_state"])
+        if self.method.module is not None:
+            self.method.module.load_state_dict(checkpoint["method_module"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.start_epoch = self.epochs_saved = int(checkpoint["epoch"])
@@ -401,7 +417,7 @@ def unwrap_worker_error(exc: BaseException) -> BaseException:
 
 
 def evaluate_run(
-    pipeline: Any, method: HashingMethod, splits: DatasetSplits, config: dict[str, Any], device: torch.device
+    pipeline: InputPipeline, method: HashingMethod, splits: DatasetSplits, config: dict[str, Any], device: torch.device
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Metrics of the model behind ``pipeline`` on ``splits`` — shared by training and ``hashkit evaluate``."""
     try:
@@ -414,7 +430,7 @@ def evaluate_run(
 
 
 def _evaluate_run(
-    pipeline: Any, method: HashingMethod, splits: DatasetSplits, config: dict[str, Any], device: torch.device
+    pipeline: InputPipeline, method: HashingMethod, splits: DatasetSplits, config: dict[str, Any], device: torch.device
 ) -> tuple[dict[str, Any], dict[str, float]]:
     from hashkit.config import parse_metrics
 
@@ -474,13 +490,16 @@ def build_optimizer(model: HashModel, config: dict[str, Any]) -> torch.optim.Opt
     name = config["optimizer"]
     if name not in OPTIMIZERS:
         raise HashkitError(f"--optimizer {name!r} is unknown; valid: {', '.join(OPTIMIZERS)}")
-    momentum = _float(config, "momentum", DEFAULT_MOMENTUM.get(name, 0.0)) or 0.0
-    # A recipe's momentum / Nesterov (e.g. HashNet's SGD) mean nothing to Adam: a flag that picks another
-    # optimizer than the recipe's drops them (Adam has its own betas; RMSprop has no Nesterov).
-    nesterov = bool(config.get("nesterov")) and name == "sgd"
-    if nesterov and not momentum:
-        raise HashkitError("--nesterov needs a --momentum above 0 (SGD); drop --nesterov or pass --momentum 0.9")
+    momentum = _float(config, "momentum", DEFAULT_MOMENTUM.get(name, 0.0))
+    nesterov = bool(config.get("nesterov"))
+    if nesterov and (name != "sgd" or not momentum):
+        raise HashkitError(
+            f"--nesterov needs --optimizer sgd with a --momentum above 0 (got --optimizer {name}, momentum {momentum}); "
+            "drop --nesterov or pass --optimizer sgd --momentum 0.9"
+        )
     if name == "adam":
+        if config.get("momentum") not in (None, 0, 0.0):
+            raise HashkitError("--momentum applies to --optimizer sgd or rmsprop; Adam has its own betas: drop --momentum")
         return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)

@@ -47,10 +47,10 @@ classification test), so ``--test-transform ten_crop`` is an option, not the see
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as torch_dist
 
 from hashkit.errors import HashkitError
 from hashkit.memory import PairwiseMemoryMethod, pairwise_nll
@@ -63,6 +63,9 @@ PAIRINGS = ("split", "memory")
 @METHODS.register("hashnet")
 class HashNet(PairwiseMemoryMethod):
     name = "hashnet"
+    # In-batch pairs couple the processes' parts of a torchrun batch; pairs against the memory (written in
+    # observe) are exact. torchrun refuses other values (hashkit.run).
+    distributed_flags = {"pairs": "memory"}
     paper = "Cao, Long, Wang, Yu. HashNet: Deep Learning to Hash by Continuation. ICCV 2017"
     hyperparameters = {
         "balance_weight": Hyper(
@@ -136,11 +139,6 @@ class HashNet(PairwiseMemoryMethod):
             raise HashkitError(
                 f"hashnet relaxes with its own tanh(βu) (continuation); pass --hash-activation none, not {self.hash_activation!r}"
             )
-        if pairs == "split" and torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1:
-            raise HashkitError(
-                "hashnet --pairs split pairs the two halves of the global batch, which torchrun splits between "
-                "processes; pass --pairs memory under torchrun (or train as one process)"
-            )
         super().setup(data)
 
     def relax(self, outputs: torch.Tensor) -> torch.Tensor:
@@ -151,6 +149,19 @@ class HashNet(PairwiseMemoryMethod):
             self.hparams["beta_gamma"], self.hparams["beta_power"],
         )
         return torch.tanh(beta * outputs)
+
+    def observe(self, outputs: torch.Tensor, index: torch.Tensor) -> None:
+        """Write the global batch into the memory and, for --pairs memory, weigh its pairs as one batch:
+        (w₊, w₋) and Σ w count the whole global batch, so under torchrun every process's loss is its share
+        of the one-process loss (a single process: the same numbers as computing them in ``loss``)."""
+        super().observe(outputs, index)
+        self._batch_weights = None
+        if self.hparams["pairs"] == "memory" and self.memory.labels is not None:
+            s = self.memory.similarity(self.memory.labels[index]).to(outputs.dtype)
+            c, adaptive = self.hparams["balance_weight"], bool(self.hparams["adaptive_weights"])
+            scalars = pair_weight_scalars(s, c, adaptive, self.memory.filled)
+            total = pair_weights(s, c, adaptive, self.memory.filled, scalars=scalars).sum()
+            self._batch_weights = BatchWeights(scalars, total, int(index.numel()))
 
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         losses = super().training_step(outputs, batch)
@@ -175,6 +186,7 @@ class HashNet(PairwiseMemoryMethod):
             "likelihood": hashnet_loss(
                 codes, self.memory.similarity(batch.labels), self.memory.U, self.alpha,
                 self.hparams["balance_weight"], bool(self.hparams["adaptive_weights"]), valid=self.memory.filled,
+                batch_weights=getattr(self, "_batch_weights", None),
             )
         }
 
@@ -186,27 +198,48 @@ class HashNet(PairwiseMemoryMethod):
         self.step = int(state.get("step", 0))
 
 
+@dataclass(frozen=True)
+class BatchWeights:
+    """The pair weights of a whole (global) batch against the memory: (w₊, w₋), Σ w and the batch size."""
+
+    scalars: tuple[torch.Tensor | float, torch.Tensor | float]
+    total: torch.Tensor
+    batch_size: int
+
+
 def continuation_beta(step: int, beta_init: float, step_size: int, gamma: float, power: float) -> float:
     """β after ``step`` training steps: β₀·(1 + γ·T·⌊step/T⌋)^power (raised every T = ``step_size`` steps)."""
     last_raise = (step // max(1, step_size)) * max(1, step_size)
     return float(beta_init) * (1.0 + gamma * last_raise) ** power
 
 
-def pair_weights(
+def pair_weight_scalars(
     s: torch.Tensor, balance_weight: float, adaptive: bool, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+    """(w₊, w₋): c·|S|/|S₁| and |S|/|S₀| over the valid pairs of ``s`` (adaptive), or c and 1 (fixed)."""
+    if not adaptive:
+        return float(balance_weight), 1.0
+    mask = torch.ones_like(s) if valid is None else valid.to(s.dtype)[None, :].expand_as(s)
+    total = mask.sum()
+    return (
+        balance_weight * total / (s * mask).sum().clamp(min=1.0),
+        total / ((1.0 - s) * mask).sum().clamp(min=1.0),
+    )
+
+
+def pair_weights(
+    s: torch.Tensor,
+    balance_weight: float,
+    adaptive: bool,
+    valid: torch.Tensor | None = None,
+    scalars: tuple[torch.Tensor | float, torch.Tensor | float] | None = None,
 ) -> torch.Tensor:
     """w_ij (b, n): c·|S|/|S₁| on similar and |S|/|S₀| on dissimilar pairs (adaptive), or c / 1 (fixed);
-    0 on memory columns not in ``valid``. |S₁|, |S₀| count the valid pairs of this step."""
+    0 on memory columns not in ``valid``. |S₁|, |S₀| count the valid pairs of this step, unless ``scalars``
+    (w₊, w₋) counted over a larger batch are given (torchrun: the whole global batch)."""
     mask = torch.ones_like(s) if valid is None else valid.to(s.dtype)[None, :].expand_as(s)
-    positive = s * mask
-    negative = (1.0 - s) * mask
-    if adaptive:
-        total = mask.sum()
-        w_pos = balance_weight * total / positive.sum().clamp(min=1.0)
-        w_neg = total / negative.sum().clamp(min=1.0)
-    else:
-        w_pos, w_neg = float(balance_weight), 1.0
-    return positive * w_pos + negative * w_neg
+    w_pos, w_neg = scalars if scalars is not None else pair_weight_scalars(s, balance_weight, adaptive, valid)
+    return s * mask * w_pos + (1.0 - s) * mask * w_neg
 
 
 def hashnet_loss(
@@ -217,10 +250,17 @@ def hashnet_loss(
     balance_weight: float = 1.0,
     adaptive: bool = True,
     valid: torch.Tensor | None = None,
+    batch_weights: "BatchWeights | None" = None,
 ) -> torch.Tensor:
     """HashNet's weighted pairwise negative log-likelihood (eq. 4) of batch codes ``h`` (b, bits) against
     ``memory_h`` (n, bits) — the memory, or the other half of the batch — as the weighted mean Σ w·ℓ / Σ w."""
     s = s.to(h.dtype)
     theta = alpha * h @ memory_h.t().to(h.dtype)
-    w = pair_weights(s, balance_weight, adaptive, valid).to(h.dtype)
-    return (w * pairwise_nll(theta, s)).sum() / w.sum().clamp(min=torch.finfo(h.dtype).tiny)
+    if batch_weights is None:
+        w = pair_weights(s, balance_weight, adaptive, valid).to(h.dtype)
+        return (w * pairwise_nll(theta, s)).sum() / w.sum().clamp(min=torch.finfo(h.dtype).tiny)
+    # This process holds part of a larger batch: its rows' Σ w·ℓ over the whole batch's Σ w, scaled to a
+    # mean over its own rows (the Trainer's torchrun weighting then averages to the whole batch's loss).
+    w = pair_weights(s, balance_weight, adaptive, valid, scalars=batch_weights.scalars).to(h.dtype)
+    share = batch_weights.batch_size / h.shape[0]
+    return (w * pairwise_nll(theta, s)).sum() / batch_weights.total.clamp(min=torch.finfo(h.dtype).tiny) * share

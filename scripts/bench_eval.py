@@ -10,7 +10,7 @@ with each other to 1e-9).
     python scripts/bench_eval.py            # full run (reference timed on every query)
     python scripts/bench_eval.py --quick    # reference timed on a subset, extrapolated (marked ~)
 
-Columns: hashkit's default CPU path (the compiled kernel of hashkit.fastkernels), the numpy fallback
+Columns: hashkit's default CPU path (the compiled kernel of hashkit.hamming.kernel), the numpy fallback
 (``HASHKIT_NO_KERNELS=1``: popcount + stable radix argsort), the reference, and a "floor": the same
 kernel computing only the distance histograms (``pr_curve``: XOR + popcount + one histogram increment
 per pair, no ranking), which no exact mAP@ALL can avoid; mAP's cost over the floor is what ranking
@@ -38,7 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hashkit.evaluate as ev  # noqa: E402
-from hashkit import fastkernels  # noqa: E402
+from hashkit.hamming import kernel as fastkernels  # noqa: E402
 from hashkit.evaluate import mean_average_precision, pr_curve  # noqa: E402
 
 BITS = 64
@@ -173,7 +173,7 @@ def compile_seconds() -> float | None:
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, HASHKIT_CACHE=tmp)
         env.pop(fastkernels.ENV_DISABLE, None)
-        code = ("import time; t = time.perf_counter(); from hashkit import fastkernels as f; "
+        code = ("import time; t = time.perf_counter(); from hashkit.hamming import kernel as f; "
                 "ok = f.load() is not None; print(time.perf_counter() - t if ok else 'None')")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                              cwd=Path(__file__).resolve().parents[1]).stdout.split()
@@ -251,7 +251,7 @@ def main() -> None:
     if args.quick:
         print(f"\n~ reference timed on the first {args.ref_queries} queries of each case and "
               "extrapolated linearly; agreement checked on those queries.")
-    print("kernel: hashkit's default CPU path (hashkit.fastkernels, compiled on first use); numpy: the "
+    print("kernel: hashkit's default CPU path (hashkit.hamming.kernel, compiled on first use); numpy: the "
           "fallback without a compiler (HASHKIT_NO_KERNELS=1). Both on torch.get_num_threads() threads.")
     print("floor: the kernel computing only per-query distance histograms (pr_curve), the part of the "
           "work that no exact mAP@ALL avoids.")

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import hashkit.index as hindex  # noqa: E402
+import hashkit.index.native as hindex  # noqa: E402
 from hashkit.index import Index  # noqa: E402
 
 
@@ -97,7 +97,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.bits % 8:
         ap.error("--bits must be a multiple of 8 for this benchmark")
-    threads = args.threads or hindex._default_threads()
+    threads = args.threads or hindex.default_threads()
     nbytes = args.bits // 8
     rng = np.random.default_rng(0)
     centres = rng.integers(0, 256, (args.centres, nbytes), np.uint8)

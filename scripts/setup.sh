@@ -20,4 +20,19 @@ else
 fi
 out=$("$venv/bin/pip" install -q --no-deps --no-build-isolation -e . 2>&1) || { echo "$out" >&2; exit 1; }
 ln -sfn "$venv" .venv
+# Headless browser for the page tests (tests/test_serve_browser.py): Debian's chromium + its chromium-driver.
+# CI machines start bare; where apt cannot install them the browser tests skip with the reason.
+if [ -z "${HASHKIT_NO_BROWSER:-}" ] && ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing chromium + chromium-driver for the browser tests (a minute or two)" >&2
+    log=$(mktemp)
+    if ! { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+             chromium chromium-driver; } >"$log" 2>&1; then
+      echo "setup: could not install chromium ($(tail -n 1 "$log")); the browser tests will skip" >&2
+    fi
+    rm -f "$log"
+  else
+    echo "setup: chromium/chromedriver missing and apt-get not usable here; the browser tests will skip" >&2
+  fi
+fi
 echo "setup: ready; run .venv/bin/hashkit --help" >&2

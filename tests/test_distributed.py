@@ -191,6 +191,9 @@ def test_torchrun_refusals_are_one_line_errors(tmp_path: Path, monkeypatch: pyte
     cases = [
         (["--method", "adsh"], "--method adsh cannot train under torchrun (2 processes)"),
         (["--method", "ssdh"], "--method ssdh cannot train under torchrun"),
+        (["--method", "dhn"], "--method dhn with --pairs batch cannot train under torchrun (2 processes): its loss "
+                              "couples items across the processes' parts of the batch; pass --pairs memory"),
+        (["--method", "hashnet"], "--method hashnet with --pairs split cannot train under torchrun"),
         (["--method", "dpsh", "--batch-size", "7"], "--batch-size 7 is the global batch and must be a multiple of the 2"),
     ]
     for extra, expected in cases:

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import hashkit.evaluate as ev
-from hashkit import fastkernels
+from hashkit.hamming import kernel as fastkernels
 from hashkit.errors import HashkitError
 from hashkit.hamming import (
     _popcount_words,
@@ -393,7 +393,7 @@ def test_kernel_cache_concurrent_first_use(monkeypatch, tmp_path):
     damaged = tmp_path / "kernels" / files[0]
     damaged.unlink()
     damaged.write_bytes(b"truncated")
-    probe = "from hashkit import fastkernels; import sys; sys.exit(0 if fastkernels._build() is not None else 3)"
+    probe = "from hashkit.hamming import kernel as fastkernels; import sys; sys.exit(0 if fastkernels._build() is not None else 3)"
     env = {**os.environ, "HASHKIT_CACHE": str(tmp_path)}
     assert subprocess.run([sys.executable, "-c", probe], env=env, timeout=300).returncode == 0
     assert [p.name for p in (tmp_path / "kernels").iterdir()] == files and damaged.stat().st_size > 1000

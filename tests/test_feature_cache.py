@@ -15,7 +15,8 @@ from torch import nn
 
 import hashkit.cached_pipeline as cached_pipeline
 import hashkit.feature_cache as feature_cache
-from hashkit.cached_pipeline import CachedPipeline, train_from_index
+from hashkit.cached_pipeline import CachedPipeline
+from hashkit.pipeline import train_from_index
 from hashkit.config import resolve_config
 from hashkit.data.base import ImageCollection, one_hot
 from hashkit.errors import HashkitError

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import hashkit.index as hindex
+import hashkit.index.core as hcore
+import hashkit.index.native as hnative
 from hashkit.errors import HashkitError
 from hashkit.index import Index
 
@@ -63,10 +64,10 @@ def random_codes(rng: np.random.Generator, n: int, bits: int, centers: int = 3) 
 def tiles(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run with the real tiling, and with tiny tiles/blocks so every chunking/merge path is hit."""
     if request.param == "tiny":
-        monkeypatch.setattr(hindex, "SCAN_ITEMS", 11)
-        monkeypatch.setattr(hindex, "XOR_ITEMS", 4)
-        monkeypatch.setattr(hindex, "QUERY_CHUNK", 3)
-        monkeypatch.setattr(hindex, "BLOCK_BYTES", 40)
+        monkeypatch.setattr(hnative, "SCAN_ITEMS", 11)
+        monkeypatch.setattr(hnative, "XOR_ITEMS", 4)
+        monkeypatch.setattr(hnative, "QUERY_CHUNK", 3)
+        monkeypatch.setattr(hnative, "BLOCK_BYTES", 40)
     return request.param
 
 
@@ -180,9 +181,9 @@ def test_search_memory_is_bounded_by_chunks(tmp_path: Path, monkeypatch: pytest.
     traced memory does not grow with the index size."""
     import tracemalloc
 
-    monkeypatch.setattr(hindex, "BLOCK_BYTES", 64 << 10)
-    monkeypatch.setattr(hindex, "SCAN_ITEMS", 2048)
-    monkeypatch.setattr(hindex, "XOR_ITEMS", 512)
+    monkeypatch.setattr(hnative, "BLOCK_BYTES", 64 << 10)
+    monkeypatch.setattr(hnative, "SCAN_ITEMS", 2048)
+    monkeypatch.setattr(hnative, "XOR_ITEMS", 512)
     rng = np.random.default_rng(4)
     peaks = []
     for n in (50_000, 400_000):
@@ -370,7 +371,7 @@ def test_failed_append_leaves_index_unchanged(tmp_path: Path, monkeypatch: pytes
     def fail(*args: object, **kwargs: object) -> None:
         raise OSError("disk full (simulated, after the segment data was written)")
 
-    monkeypatch.setattr(hindex, "atomic_write_json", fail)
+    monkeypatch.setattr(hcore, "atomic_write_json", fail)
     with pytest.raises(OSError, match="simulated"):
         index.add(random_codes(rng, 25, 32), [f"x{j}" for j in range(25)])
     monkeypatch.undo()
@@ -391,11 +392,11 @@ def test_killed_append_leaves_index_unchanged(tmp_path: Path) -> None:
     child = textwrap.dedent(
         f"""
         import os, signal, numpy as np
-        import hashkit.index as hindex
+        import hashkit.index.core as hcore
         def die(*a, **k):
             os.kill(os.getpid(), signal.SIGKILL)
-        hindex.atomic_write_json = die
-        index = hindex.Index.open({str(tmp_path / "idx")!r})
+        hcore.atomic_write_json = die
+        index = hcore.Index.open({str(tmp_path / "idx")!r})
         index.add(np.ones((500, 32)), ["k%d" % j for j in range(500)])
         """
     )

@@ -124,9 +124,10 @@ def prerequisite(method: str, tmp_path: Path, max_iter: int = 3) -> list[str]:
     out = tmp_path / f"prerequisite-{source}"
     if not (out / "checkpoint.pt").exists():
         base = tiny_argv(source, out, max_iter=max_iter)
-        flags = [t for k, v in METHODS.get(method).test_flags.items() if "--" + k.replace("_", "-") not in base
-                 for t in ("--" + k.replace("_", "-"), str(v))]  # fmt: skip
-        train_ok(base + flags)
+        for key, value in METHODS.get(method).test_flags.items():  # the same protocol flags as the method's run
+            if "--" + key.replace("_", "-") not in base:
+                base += ["--" + key.replace("_", "-"), str(value)]
+        train_ok(base)
     return ["--from", str(out / "checkpoint.pt")]
 
 
@@ -242,8 +243,7 @@ def check_two_processes_match_one(method: str, tmp_path: Path) -> None:
             "--batch-size", "8", "--max-iter", "2", "--optimizer", "adam", "--lr", "0.01", "--hash-lr-mult", "1",
             "--lr-schedule", "constant", "--train-transform", "resize_flip", "--test-transform", "resize",
             "--evaluate-interval", "1", "--cache-dir", str(tmp_path / "cache"),
-            # in-batch pairings (DHN's, HashNet's seed default) couple the whole global batch: the memory trains
-            *(["--pairs", "memory"] if "pairs" in METHODS.get(method).hyperparameters else []),
+            *[t for k, v in METHODS.get(method).distributed_flags.items() for t in ("--" + k.replace("_", "-"), str(v))],
         ]  # fmt: skip
 
     one = subprocess.run([sys.executable, str(RUNNER), *argv(tmp_path / "one")], capture_output=True, text=True, env=env, timeout=600)

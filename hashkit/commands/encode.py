@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 
@@ -39,8 +41,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from hashkit.api import load
+    from hashkit.distributed import context_from_environment
     from hashkit.index import Index
 
+    ctx = context_from_environment()
+    if ctx.is_distributed:
+        return run_distributed(args, ctx)
     hasher = load(args.checkpoint, gpu=args.gpu)
     if args.database:
         from hashkit.run import build_splits
@@ -97,3 +103,72 @@ def collect_images(source: Path, root: Path | None = None) -> tuple[list[str], l
             )
         return paths, ids
     raise HashkitError(f"--images {source} does not exist; pass a folder of images or a list file")
+
+
+def _collection(args: argparse.Namespace, hasher: Any) -> tuple[Any, list[str]]:
+    """(images to encode, ids) exactly as the single-process path lists them."""
+    if args.database:
+        from hashkit.run import build_splits
+
+        config = dict(hasher.config)
+        if args.root:
+            config["root"] = args.root
+        database = build_splits(config).database
+        return database, [database.item_id(i) for i in range(len(database))]
+    return collect_images(Path(args.images), Path(args.root) if args.root else None)
+
+
+def _shard(images: Any, lo: int, hi: int) -> Any:
+    """Items lo..hi-1 of a path list or an ImageCollection."""
+    if isinstance(images, list):
+        return images[lo:hi]
+    fields = {"labels": images.labels[lo:hi]}
+    if images.paths is not None:
+        fields["paths"] = images.paths[lo:hi]
+    else:
+        fields["pixels"] = images.pixels[lo:hi]
+    return dataclasses.replace(images, **fields)
+
+
+def run_distributed(args: argparse.Namespace, ctx: Any) -> int:
+    """``torchrun --nproc-per-node N -m hashkit encode …``: rank r encodes the r-th contiguous share of
+    the collection and writes it as its own segment (:meth:`Index.stage`); rank 0 then lists all
+    segments in rank order with one manifest commit (:meth:`Index.commit_staged`). The index equals a
+    single-process encode (same codes, ids and order) and a rank that dies leaves it as it was."""
+    import torch.distributed as dist
+
+    from hashkit.api import load
+    from hashkit.distributed import everywhere, init_process_group, main_only, resolve_distributed_device, shutdown
+    from hashkit.index import Index
+
+    device = resolve_distributed_device(ctx, args.gpu)
+    init_process_group(ctx, device)
+    try:
+        hasher = everywhere(ctx, lambda: load(args.checkpoint, device=device))
+        images, ids = everywhere(ctx, lambda: _collection(args, hasher))
+        index_path = Path(args.out)
+
+        def open_or_create() -> None:
+            if (index_path / "manifest.json").exists():
+                Index.open(index_path).check_compatible(hasher.identity)
+            else:
+                Index.create(index_path, hasher.code_length, hasher.identity)
+
+        main_only(ctx, open_or_create)
+        index = everywhere(ctx, lambda: Index.open(index_path, verify=False))
+        before = len(index)
+        lo, hi = len(ids) * ctx.rank // ctx.world_size, len(ids) * (ctx.rank + 1) // ctx.world_size
+        codes = hasher.encode(_shard(images, lo, hi), batch_size=args.batch_size, num_workers=args.num_workers,
+                              progress=ctx.is_main)
+        entry = everywhere(ctx, lambda: index.stage(codes, ids[lo:hi]))
+        entries: list[Any] = [None] * ctx.world_size
+        dist.all_gather_object(entries, entry)
+        main_only(ctx, lambda: index.commit_staged(entries))
+        if ctx.is_main:
+            logger.info(f"added {len(ids)} items to {index_path} from {ctx.world_size} processes "
+                        f"({before} → {len(index)})")
+            print(json.dumps({"index": str(index_path), "added": len(ids), "count": len(index), "bits": index.bits,
+                              "processes": ctx.world_size}))
+    finally:
+        shutdown()
+    return 0

@@ -1,25 +1,6 @@
-"""Shared Hamming-space kernels for the evaluator and the search index.
+"""Binary codes: validation (±1 or 0/1), bit packing and the uint64 word layouts of the kernels.
 
-Code conventions (see docs/HELPERS.md): a binary code is a row of ``bits`` values, either ±1 or 0/1,
-float, int or bool, as a torch tensor or numpy array; ``+1``/``1``/``True`` is the set bit. Everything
-here validates codes with :func:`to_pm1` and works in ±1.
-
-Bit order of :func:`pack_bits` is the one of ``numpy.packbits(..., bitorder="big")``: bit ``j`` of a
-code (``j = 0`` first) goes to byte ``j // 8`` at bit position ``7 - j % 8`` (most significant bit
-first); a last partial byte is padded with zero bits, which never change a Hamming distance because
-both sides are padded alike.
-
-Two distance kernels, both exact integers:
-
-* :func:`hamming_distance` — the matmul formulation ``d = (bits - q·b) / 2`` on ±1 codes; device
-  generic (CPU float32, CUDA float16 — exact for any code length up to 2048 bits because every partial
-  sum is a small integer). Use it for query chunks on a GPU.
-* :func:`hamming_distance_packed` — XOR + popcount on packed 64-bit words with numpy
-  (``numpy.bitwise_count`` on numpy >= 2, a byte lookup table otherwise); the fastest option on CPU:
-  about 0.8 ns per pair on one core of the development VM, against 2-4 ns for the float GEMM, which
-  also writes a 4-byte result per pair.
-
-Function names here are stable API: hashkit.evaluate and hashkit.index import them.
+Conventions: see :mod:`hashkit.hamming`.
 """
 
 from __future__ import annotations
@@ -31,17 +12,7 @@ import torch
 
 from hashkit.errors import HashkitError
 
-__all__ = [
-    "to_pm1",
-    "pack_bits",
-    "unpack_bits",
-    "hamming_distance",
-    "hamming_distance_packed",
-    "packed_to_words",
-]
-
-# popcount of every byte value, for numpy < 2 (no numpy.bitwise_count)
-_POPCOUNT8 = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint8)
+__all__ = ["to_pm1", "pack_bits", "unpack_bits", "packed_to_words", "word_columns"]
 
 
 def _as_tensor(x: Any, name: str) -> torch.Tensor:
@@ -185,29 +156,6 @@ def unpack_bits(packed: Any, bits: int) -> torch.Tensor:
     return (bits01.reshape(t.shape[0], -1)[:, :bits].to(torch.int8) * 2 - 1).to(torch.int8)
 
 
-def hamming_distance(query_codes: Any, db_codes: Any) -> torch.Tensor:
-    """All-pairs Hamming distances (nq, nd) as int16 via d = (bits - q·b) / 2, on the codes' device.
-
-    Meant for chunks: the result holds nq * nd entries. CUDA uses a float16 matmul (exact up to 2048
-    bits), CPU float32. Both inputs must be on the same device.
-    """
-    q = to_pm1(query_codes, "query codes")
-    b = to_pm1(db_codes, "database codes")
-    if q.shape[1] != b.shape[1]:
-        raise HashkitError(
-            f"query codes have {q.shape[1]} bits but database codes have {b.shape[1]}; "
-            "both sides must come from the same model"
-        )
-    bits = q.shape[1]
-    if bits > 32767:
-        raise HashkitError(f"codes of {bits} bits are longer than supported (32767)")
-    if q.device != b.device:
-        raise HashkitError(f"query codes are on {q.device} but database codes on {b.device}")
-    ftype = torch.float16 if (q.device.type == "cuda" and bits <= 2048) else torch.float32
-    dot = q.to(ftype) @ b.to(ftype).T
-    return ((bits - dot.float()) * 0.5).round_().to(torch.int16)
-
-
 def packed_to_words(packed: Any) -> np.ndarray:
     """View packed codes (n, nbytes) as uint64 words (n, ceil(nbytes/8)), zero-padded; numpy, CPU."""
     arr = packed.cpu().numpy() if isinstance(packed, torch.Tensor) else np.asarray(packed)
@@ -224,37 +172,18 @@ def packed_to_words(packed: Any) -> np.ndarray:
     return padded.view(np.uint64)
 
 
-def _popcount_words(words: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Per-element popcount of a uint64 array as uint8 (numpy.bitwise_count or a byte table)."""
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(words, out=out) if out is not None else np.bitwise_count(words)
-    counts = _POPCOUNT8[words.view(np.uint8)].reshape(*words.shape, 8).sum(-1, dtype=np.uint8)
-    if out is None:
-        return counts
-    out[...] = counts
-    return out
 
 
-def hamming_distance_packed(query_packed: Any, db_packed: Any) -> np.ndarray:
-    """All-pairs Hamming distances (nq, nd) from packed codes by XOR + popcount (numpy, CPU).
+def word_columns(packed: np.ndarray) -> np.ndarray:
+    """Packed codes (c, nbytes) as zero-padded uint64 words laid out (W, c), W = ceil(nbytes/8).
 
-    Returns uint8 when codes have at most 255 bits (8 * bytes per code), else uint16. Meant for
-    chunks of queries; the result holds nq * nd entries.
+    One contiguous row per word: the search engine's tiles XOR a whole row with a query word. A view
+    when the codes are exactly one contiguous word wide (64 bits), else a copy.
     """
-    q = packed_to_words(query_packed)
-    b = packed_to_words(db_packed)
-    if q.shape[1] != b.shape[1]:
-        raise HashkitError(
-            f"packed query codes have {q.shape[1]} words but database codes have {b.shape[1]}"
-        )
-    nbits = q.shape[1] * 64
-    dtype = np.uint8 if nbits <= 255 else np.uint16
-    out = np.zeros((q.shape[0], b.shape[0]), dtype=dtype)
-    xor = np.empty(b.shape[0], dtype=np.uint64)
-    cnt = np.empty(b.shape[0], dtype=np.uint8)
-    for i in range(q.shape[0]):
-        for w in range(q.shape[1]):
-            np.bitwise_xor(b[:, w], q[i, w], out=xor)
-            _popcount_words(xor, out=cnt)
-            out[i] += cnt
-    return out
+    c, nbytes = packed.shape
+    W = (nbytes + 7) // 8
+    if nbytes == 8 and packed.flags.c_contiguous:
+        return packed.view(np.uint64).reshape(1, c)
+    buf = np.zeros((c, W * 8), np.uint8)
+    buf[:, :nbytes] = packed
+    return np.ascontiguousarray(buf.view(np.uint64).T)

@@ -1,61 +1,6 @@
-"""Optional compiled accelerator for the CPU evaluator: one fused C pass per query (ctypes).
-
-:func:`load` compiles the C source below with the system compiler (``cc -O3 -march=native``) on first
-use and caches the shared library under ``hashkit.paths.cache_root()/kernels/<hash>.so``; the hash
-covers the source, the flags, the compiler and the CPU, so a cache shared between machines never
-serves code built for another CPU. The library is compiled to a temporary file and renamed into
-place, so concurrent first uses are safe. Without a compiler, when compiling or loading fails, or
-with ``HASHKIT_NO_KERNELS=1``, :func:`load` returns ``None`` (one debug log line) and
-hashkit.evaluate uses its numpy path, which gives the same numbers.
-
-What one call of ``hk_eval_rows`` computes for each query row i (definitions: hashkit.evaluate):
-
-1. distances to every database item by XOR + popcount (uint8 when bits <= 255, else uint16) and a
-   64-bit relevance mask per block of 64 items: a byte-table lookup per label-pattern id when the
-   database has <= 256 distinct label rows (the table is the query's relevance to each pattern),
-   else a test of 64-bit label words when there are <= 64 classes, else an int32 pattern-id lookup;
-2. one pass over the blocks: for each relevant item j at distance v it records
-   ``b_j = #items at distance v with index <= j`` (the histogram so far plus a vector compare inside
-   the block) and ``a_j = #relevant items at distance v with index <= j``; then the block's items are
-   added to the histogram (four interleaved sub-histograms break store-to-load dependency chains).
-   When the metrics look only at the top kmax ranks (mAP@k, P@N) with kmax <= nd / 4, this pass
-   only builds the histogram, and a second pass visits just the items up to the distance bucket
-   that holds rank kmax (a vector compare per block), counting ranks there;
-3. from the histogram, N_<v and R_<v (items / relevant items closer than v): relevant item j has
-   rank ``N_<v + b_j`` and is the ``(R_<v + a_j)``-th relevant item of the ranking, so one scatter
-   gives the increasing array ``SR[R] = rank of the (R+1)-th relevant item``. AP@k is then
-   ``mean over R < found of (R + 1) / SR[R]`` with ``found = #{SR <= k}`` (a binary search; the
-   divisions are vectorised), and the hits of P@N are ``#{SR <= N}``. This is exactly the stable
-   (distance, index) ranking, without sorting anything.
-
-The work per query is one vectorised pass over the codes, one histogram increment per item and a
-few operations per relevant item; the histograms alone (``pr_curve``) skip the relevant-item
-bookkeeping. Vector paths use AVX-512 (VPOPCNTDQ, BW, VBMI) when the compiling CPU has it; plain C
-paths (tested by building without -march=native) cover every other CPU. Threads: the caller splits
-the queries into row ranges and calls from several threads (ctypes releases the GIL).
-"""
-
-from __future__ import annotations
-
-import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import threading
-from pathlib import Path
-
-from loguru import logger
-
-from hashkit.paths import cache_root
-
-__all__ = ["load", "disabled", "SOURCE", "ENV_DISABLE"]
-
-ENV_DISABLE = "HASHKIT_NO_KERNELS"
-
-SOURCE = r"""
+/* hashkit compiled Hamming kernels, loaded with ctypes by hashkit/hamming/kernel.py (which documents
+   what each function computes, how the library is built and cached, and the fallback without a
+   compiler). Shipped as package data; compiled on first use with the system compiler. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -380,7 +325,7 @@ static inline __attribute__((always_inline)) int hk_rows(
   return ok ? 0 : -1;
 }
 
-/* Statistics of query rows lo..hi-1 (see hashkit/fastkernels.py). Returns 0, or -1 when out of
+/* Statistics of query rows lo..hi-1 (see hashkit/hamming/kernel.py). Returns 0, or -1 when out of
    memory. q: (nq, W) words; db: (nd, W) words. Relevance, one of: dlab (nd) and qlab (nq) label
    bit words (classes <= 64; relevant when they share a bit), or pid8 (U <= 256) / pid32 label-
    pattern id per database item with relq: (hi-lo, U) 0/1, row r for query lo + r; the rest NULL.
@@ -399,97 +344,232 @@ int hk_eval_rows(const uint64_t *q, const uint64_t *db, int32_t W, int64_t nd, i
 }
 
 int hk_abi_version(void) { return 2; }
-"""
 
-_lock = threading.Lock()
-_state: dict[str, object] = {}  # "lib": the loaded CDLL or None after a failed attempt
+/* ---------------------------------------------------------------------------------------------
+   Multi-index hashing (Norouzi, Punjani, Fleet, TPAMI 2014): exact k-NN and radius search over n
+   codes with m hash tables, one per disjoint substring (hashkit/hamming/mih.py builds the layout).
+   Table j: off_j (2^s_j + 1 uint32 bucket starts) and perm_j (n uint32 positions, ascending within
+   a bucket), both inside one uint32 buffer `tab` at element offsets off_at[j] / perm_at[j].
+   A code x is first met at radius r* = min_j d_j(x) in table j* = min{j : d_j(x) = r*} (tables are
+   searched radius by radius, table by table), so a candidate met at (r, j) is new iff every
+   d_j'(x) >= r and d_j'(x) > r for j' < j: no visited set is needed. After table j at radius r
+   every code with distance <= m*r + j has been met (pigeonhole: an unmet code has d_j' >= r + 1 for
+   j' <= j and >= r for the others). */
 
+/* next bit pattern with the same popcount (Gosper's hack); caller stops at >= 2^s */
+static inline uint64_t hk_next_comb(uint64_t v) {
+  uint64_t t = v | (v - 1);
+  return (t + 1) | (((~t & -~t) - 1) >> (__builtin_ctzll(v) + 1));
+}
 
-def disabled() -> bool:
-    """True when ``HASHKIT_NO_KERNELS`` is set to anything but '' or '0' (forces the numpy path)."""
-    return os.environ.get(ENV_DISABLE, "") not in ("", "0")
+static inline uint64_t hk_binom(int s, int r) {
+  if (r < 0 || r > s) return 0;
+  uint64_t c = 1;
+  for (int i = 1; i <= r; i++) c = c * (uint64_t)(s - r + i) / (uint64_t)i;
+  return c;
+}
 
+/* 0 when the code at position p was already met before (r, j), else 1; *d = its distance */
+static inline int hk_mih_new(const uint64_t *qw, const uint64_t *db, int W, int64_t p, int m,
+                             const uint64_t *smask, int r, int j, uint32_t *d) {
+  uint64_t z[8];
+  const uint64_t *x = db + p * W;
+  uint32_t tot = 0;
+  int Wz = W <= 8 ? W : 8;
+  for (int w = 0; w < Wz; w++) { z[w] = qw[w] ^ x[w]; tot += (uint32_t)__builtin_popcountll(z[w]); }
+  for (int w = 8; w < W; w++) tot += (uint32_t)__builtin_popcountll(qw[w] ^ x[w]);
+  for (int jj = 0; jj < m; jj++) {
+    if (jj == j) continue;
+    const uint64_t *mk = smask + (int64_t)jj * W;
+    uint32_t dj = 0;
+    for (int w = 0; w < W; w++) {
+      uint64_t zz = w < 8 ? z[w] : (qw[w] ^ x[w]);
+      dj += (uint32_t)__builtin_popcountll(zz & mk[w]);
+    }
+    if ((int)dj < r || (jj < j && (int)dj == r)) return 0;
+  }
+  *d = tot;
+  return 1;
+}
 
-def _cpu_id() -> str:
-    """Machine, CPU model and feature flags: part of the cache key because of -march=native."""
-    parts = [platform.machine(), platform.processor()]
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith(("model name", "flags", "Features", "CPU part")):
-                    parts.append(line.strip())
-                if len(parts) > 6:
-                    break
-    except OSError:
-        pass
-    return "\n".join(parts)
+/* insert (d, p) into the sorted top list (bd, bi) of size *cnt <= k, ordered by (d, p) */
+static inline void hk_top_insert(uint32_t *bd, int64_t *bi, int64_t *cnt, int64_t k, uint32_t d, int64_t p) {
+  int64_t c = *cnt;
+  if (c == k && (d > bd[k - 1] || (d == bd[k - 1] && p > bi[k - 1]))) return;
+  int64_t t = c < k ? c : k - 1;
+  while (t > 0 && (bd[t - 1] > d || (bd[t - 1] == d && bi[t - 1] > p))) {
+    bd[t] = bd[t - 1]; bi[t] = bi[t - 1]; t--;
+  }
+  bd[t] = d; bi[t] = p;
+  if (c < k) *cnt = c + 1;
+}
 
+static inline uint32_t hk_full_dist(const uint64_t *qw, const uint64_t *db, int W, int64_t p) {
+  uint32_t s = 0;
+  for (int w = 0; w < W; w++) s += (uint32_t)__builtin_popcountll(qw[w] ^ db[p * W + w]);
+  return s;
+}
 
-def _compile(cc: str, flags: list[str], target: Path) -> bool:
-    """Compile SOURCE into ``target`` through a temporary file in the same folder, then rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
-        src = Path(tmp) / "hashkit_kernels.c"
-        src.write_text(SOURCE)
-        out = Path(tmp) / target.name
-        proc = subprocess.run(
-            [cc, *flags, str(src), "-o", str(out)], capture_output=True, text=True, timeout=120
-        )
-        if proc.returncode != 0:
-            logger.debug(f"hashkit kernels: {cc} {' '.join(flags)} failed: {proc.stderr.strip()[:500]}")
-            return False
-        os.replace(out, target)  # atomic: a concurrent compile of the same key writes the same code
-    return True
+/* Exact top-k (k <= n) of query rows lo..hi-1, sorted by (distance, position). A query whose next
+   radius would enumerate more than n / 8 keys in total is answered by a linear scan instead (far
+   queries: hashing cannot prune them). visited[i]: codes whose distance was computed. 0 or -1 (oom). */
+int hk_mih_knn(const uint64_t *db, int32_t W, int64_t n, int32_t m, const int32_t *sw,
+               const uint64_t *smask, const uint32_t *tab, const int64_t *off_at, const int64_t *perm_at,
+               const uint64_t *q, const uint32_t *qkeys, int64_t lo, int64_t hi, int64_t k,
+               int32_t *outd, int64_t *outi, int64_t *visited) {
+  uint32_t *bd = (uint32_t *)malloc(sizeof(uint32_t) * (size_t)(k > 0 ? k : 1));
+  int64_t *bi = (int64_t *)malloc(sizeof(int64_t) * (size_t)(k > 0 ? k : 1));
+  if (!bd || !bi) { free(bd); free(bi); return -1; }
+  int maxs = 0;
+  for (int j = 0; j < m; j++) if (sw[j] > maxs) maxs = sw[j];
+  for (int64_t i = lo; i < hi; i++) {
+    const uint64_t *qw = q + i * W;
+    int64_t cnt = 0, seen = 0;
+    uint64_t keys = 0;
+    int done = 0;
+    for (int r = 0; r <= maxs && !done; r++) {
+      uint64_t nk = 0;
+      for (int j = 0; j < m; j++) nk += hk_binom(sw[j], r);
+      keys += nk;
+      if (keys > (uint64_t)(n / 8 + 64)) { /* linear scan */
+        cnt = 0;
+        for (int64_t p = 0; p < n; p++) hk_top_insert(bd, bi, &cnt, k, hk_full_dist(qw, db, W, p), p);
+        seen = n;
+        break;
+      }
+      for (int j = 0; j < m && !done; j++) {
+        int s = sw[j];
+        if (r <= s) {
+          const uint32_t *off = tab + off_at[j], *perm = tab + perm_at[j];
+          uint64_t qk = qkeys[i * m + j];
+          uint64_t lim = s >= 64 ? ~0ULL : (1ULL << s);
+          uint64_t mask = r == 0 ? 0 : ((r >= 64) ? ~0ULL : ((1ULL << r) - 1));
+          for (;;) {
+            uint64_t key = qk ^ mask;
+            for (uint32_t t = off[key], e = off[key + 1]; t < e; t++) {
+              uint32_t d;
+              int64_t p = perm[t];
+              if (t + 8 < e) __builtin_prefetch(db + (int64_t)perm[t + 8] * W); /* random reads: hide latency */
+              if (hk_mih_new(qw, db, W, p, m, smask, r, j, &d)) {
+                seen++;
+                hk_top_insert(bd, bi, &cnt, k, d, p);
+              }
+            }
+            if (r == 0) break;
+            mask = hk_next_comb(mask);
+            if (mask >= lim) break;
+          }
+        }
+        if (cnt == k && (int64_t)bd[k - 1] <= (int64_t)m * r + j) done = 1;
+      }
+    }
+    for (int64_t t = 0; t < k; t++) {
+      outd[i * k + t] = t < cnt ? (int32_t)bd[t] : -1;
+      outi[i * k + t] = t < cnt ? bi[t] : -1;
+    }
+    if (visited) visited[i] = seen;
+  }
+  free(bd); free(bi);
+  return 0;
+}
 
+/* Every code within `radius` of query rows lo..hi-1 into (orow, opos, odist), unordered, at most
+   cap entries. Returns the first row not written (hi when all fit; rows are never split); *used =
+   entries written. Linear scan for a query whose search would enumerate more than n / 8 keys. */
+int64_t hk_mih_range(const uint64_t *db, int32_t W, int64_t n, int32_t m, const int32_t *sw,
+                     const uint64_t *smask, const uint32_t *tab, const int64_t *off_at,
+                     const int64_t *perm_at, const uint64_t *q, const uint32_t *qkeys, int64_t lo,
+                     int64_t hi, int32_t radius, int64_t cap, int64_t *orow, int64_t *opos,
+                     int32_t *odist, int64_t *used) {
+  int64_t u = 0;
+  int maxs = 0;
+  for (int j = 0; j < m; j++) if (sw[j] > maxs) maxs = sw[j];
+  /* the search stops after the (r, j) with m*r + j >= radius: count the keys it enumerates */
+  uint64_t keys = 0;
+  for (int r = 0, stop = 0; r <= maxs && !stop; r++)
+    for (int j = 0; j < m && !stop; j++) {
+      keys += hk_binom(sw[j], r);
+      stop = (int64_t)m * r + j >= radius;
+    }
+  int linear = keys > (uint64_t)(n / 8 + 64);
+  for (int64_t i = lo; i < hi; i++) {
+    const uint64_t *qw = q + i * W;
+    int64_t start = u;
+    int full = 0;
+    if (linear) {
+      for (int64_t p = 0; p < n && !full; p++) {
+        uint32_t d = hk_full_dist(qw, db, W, p);
+        if ((int32_t)d <= radius) {
+          if (u >= cap) { full = 1; break; }
+          orow[u] = i; opos[u] = p; odist[u] = (int32_t)d; u++;
+        }
+      }
+    } else {
+      int stop = 0;
+      for (int r = 0; r <= maxs && !stop && !full; r++) {
+        for (int j = 0; j < m && !stop && !full; j++) {
+          int s = sw[j];
+          if (r <= s) {
+            const uint32_t *off = tab + off_at[j], *perm = tab + perm_at[j];
+            uint64_t qk = qkeys[i * m + j];
+            uint64_t lim = s >= 64 ? ~0ULL : (1ULL << s);
+            uint64_t mask = r == 0 ? 0 : ((1ULL << r) - 1);
+            for (;;) {
+              uint64_t key = qk ^ mask;
+              for (uint32_t t = off[key], e = off[key + 1]; t < e; t++) {
+                uint32_t d;
+                int64_t p = perm[t];
+                if (t + 8 < e) __builtin_prefetch(db + (int64_t)perm[t + 8] * W);
+                if (hk_mih_new(qw, db, W, p, m, smask, r, j, &d) && (int32_t)d <= radius) {
+                  if (u >= cap) { full = 1; break; }
+                  orow[u] = i; opos[u] = p; odist[u] = (int32_t)d; u++;
+                }
+              }
+              if (full || r == 0) break;
+              mask = hk_next_comb(mask);
+              if (mask >= lim) break;
+            }
+          }
+          if ((int64_t)m * r + j >= radius) stop = 1;
+        }
+      }
+    }
+    if (full) { *used = start; return i; }
+  }
+  *used = u;
+  return hi;
+}
 
-# compiler flags tried in order; -march=native is safe because the cache key includes the CPU
-FLAG_SETS: tuple[tuple[str, ...], ...] = (("-O3", "-march=native"), ("-O3",))
+/* Counting sort of one table: key of each code (keys[n] < 2^s) -> off (2^s + 1) and perm (n),
+   positions ascending within a bucket. counts: scratch of 2^s + 1 uint32, zeroed here. */
+void hk_mih_build(const uint32_t *keys, int64_t n, int32_t s, uint32_t *off, uint32_t *perm) {
+  uint64_t nb = 1ULL << s;
+  memset(off, 0, sizeof(uint32_t) * (nb + 1));
+  for (int64_t p = 0; p < n; p++) off[keys[p] + 1]++;
+  for (uint64_t b = 0; b < nb; b++) off[b + 1] += off[b];
+  /* scatter with a moving cursor per bucket: reuse off shifted by one, then shift back */
+  for (int64_t p = 0; p < n; p++) perm[off[keys[p]]++] = (uint32_t)p;
+  for (uint64_t b = nb; b > 0; b--) off[b] = off[b - 1];
+  off[0] = 0;
+}
 
+/* Value of the substring [a, a + s) (code bit order: bit 0 = MSB of byte 0) of each of n codes given
+   as native little-endian uint64 words (n, W): byte-swapping a word gives the code's bits MSB first. */
+void hk_mih_keys(const uint64_t *db, int64_t n, int32_t W, int32_t a, int32_t s, uint32_t *keys) {
+  int wi = a / 64, off = a % 64;
+  uint64_t mask = s >= 64 ? ~0ULL : ((1ULL << s) - 1);
+  if (off + s <= 64) {
+    int sh = 64 - off - s;
+    for (int64_t p = 0; p < n; p++) keys[p] = (uint32_t)((__builtin_bswap64(db[p * W + wi]) >> sh) & mask);
+  } else {
+    int low = off + s - 64;
+    uint64_t himask = (1ULL << (64 - off)) - 1;
+    for (int64_t p = 0; p < n; p++) {
+      uint64_t hi = __builtin_bswap64(db[p * W + wi]) & himask;
+      uint64_t lo = __builtin_bswap64(db[p * W + wi + 1]);
+      keys[p] = (uint32_t)((hi << low) | (lo >> (64 - low)));
+    }
+  }
+}
 
-def _build(flag_sets: tuple[tuple[str, ...], ...] = FLAG_SETS) -> ctypes.CDLL | None:
-    """Compile (or reuse from the cache) and load the library with the first flag set that works."""
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if not cc:
-        logger.debug("hashkit kernels: no C compiler found (cc/gcc/clang); using the numpy path")
-        return None
-    cc = shutil.which(cc) or cc
-    folder = cache_root() / "kernels"
-    for flags in flag_sets:
-        full = [*flags, "-shared", "-fPIC"]
-        key = hashlib.sha256("\0".join([SOURCE, cc, *full, _cpu_id()]).encode()).hexdigest()[:24]
-        target = folder / f"{key}.so"
-        lib = None
-        for attempt in range(2):  # a cached file that does not load is rebuilt once
-            try:
-                if attempt:
-                    target.unlink(missing_ok=True)
-                if not target.exists() and not _compile(cc, full, target):
-                    break
-                lib = ctypes.CDLL(str(target))
-                break
-            except (OSError, subprocess.SubprocessError) as exc:
-                logger.debug(f"hashkit kernels: building/loading {target} failed ({exc})")
-        if lib is None:
-            continue
-        if lib.hk_abi_version() != 2:
-            continue
-        fn = lib.hk_eval_rows
-        p = ctypes.c_void_p
-        i64, i32 = ctypes.c_int64, ctypes.c_int32
-        fn.argtypes = [p, p, i32, i64, i32, p, p, p, i64, p, p, i64, i64, i64, p, i32, p, p, p, p, p]
-        fn.restype = ctypes.c_int
-        logger.debug(f"hashkit kernels: loaded {target} ({' '.join(flags)})")
-        return lib
-    logger.debug("hashkit kernels: compilation failed; using the numpy path")
-    return None
-
-
-def load() -> ctypes.CDLL | None:
-    """The compiled kernel library (built and cached on first use), or None to use the numpy path."""
-    if disabled():
-        return None
-    if "lib" not in _state:
-        with _lock:
-            if "lib" not in _state:
-                _state["lib"] = _build()
-    return _state["lib"]  # type: ignore[return-value]
+int hk_mih_abi_version(void) { return 2; }

@@ -1,0 +1,76 @@
+"""Class codes ("hash centers", "target vectors") for the center-based methods: CSQ, DPN, OrthoHash.
+
+Each class c gets a fixed ±1 code C_c of ``bits`` bits; a method pulls the codes of class c's images
+towards C_c. Two constructions, both from the papers:
+
+* Hadamard (CSQ, Yuan et al. CVPR 2020, Algorithm 1): the rows of [H; −H], H the bits × bits Sylvester
+  Hadamard matrix, are 2·bits codes at mutual Hamming distance bits/2 (or bits for a row and its
+  negation). Classes beyond 2·bits get random Bernoulli codes (below), as in Algorithm 1.
+* Bernoulli (CSQ when bits is not a power of 2; DPN's "random assignment of target vectors" with
+  p = 0.5): each code has exactly ⌊bits/2⌋ bits set to −1 at random positions (the public codes'
+  construction: a random half of the bits flipped), so codes are balanced and at Hamming distance
+  ≈ bits/2 from each other in expectation.
+
+Multi-label items (CSQ §3.2, DPN): the center of an item with several labels is the bitwise majority
+of its labels' centers, sign(Σ_{c ∈ labels} C_c); a bit where the sum is 0 (a tie) takes the bit of one
+fixed random code drawn with the centers (the public codes' rule). For a single-label item this is its
+class's center, so one function serves both.
+
+The draws use their own generator (seed 0 unless given), so every rank of a distributed run, every
+resume and every run of the same (classes, bits) gets the same centers; methods also checkpoint them.
+"""
+
+from __future__ import annotations
+
+import torch
+from scipy.linalg import hadamard
+
+CENTER_SEED = 0
+
+
+def is_power_of_two(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+def bernoulli_centers(num_classes: int, bits: int, generator: torch.Generator) -> torch.Tensor:
+    """(num_classes, bits) ±1 codes, each with ⌊bits/2⌋ random bits set to −1."""
+    codes = torch.ones(num_classes, bits)
+    for c in range(num_classes):
+        codes[c, torch.randperm(bits, generator=generator)[: bits // 2]] = -1.0
+    return codes
+
+
+def hadamard_centers(num_classes: int, bits: int, seed: int = CENTER_SEED) -> torch.Tensor:
+    """CSQ's Algorithm 1: the first ``num_classes`` rows of [H; −H] (H Sylvester's Hadamard matrix of
+    order ``bits``), Bernoulli codes for classes beyond 2·bits, and all Bernoulli codes when ``bits`` is
+    not a power of 2 (no Hadamard matrix of that order is constructed)."""
+    generator = torch.Generator().manual_seed(seed)
+    if not is_power_of_two(bits):
+        return bernoulli_centers(num_classes, bits, generator)
+    h = torch.from_numpy(hadamard(bits)).float()
+    rows = torch.cat([h, -h])[:num_classes]
+    if num_classes > len(rows):
+        rows = torch.cat([rows, bernoulli_centers(num_classes - len(rows), bits, generator)])
+    return rows
+
+
+def class_centers(num_classes: int, bits: int, kind: str = "hadamard", seed: int = CENTER_SEED) -> torch.Tensor:
+    """The ±1 class codes of ``kind`` ("hadamard" or "bernoulli"), (num_classes, bits)."""
+    if kind == "hadamard":
+        return hadamard_centers(num_classes, bits, seed)
+    if kind == "bernoulli":
+        return bernoulli_centers(num_classes, bits, torch.Generator().manual_seed(seed))
+    raise ValueError(f"unknown kind of class centers {kind!r}; valid: hadamard, bernoulli")
+
+
+def tie_breaker(bits: int, seed: int = CENTER_SEED) -> torch.Tensor:
+    """The fixed random ±1 code whose bits settle ties of the multi-label majority."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    return torch.randint(0, 2, (bits,), generator=generator).float() * 2 - 1
+
+
+def label_centers(labels: torch.Tensor, centers: torch.Tensor, ties: torch.Tensor) -> torch.Tensor:
+    """(b, bits) ±1 center of each item: sign(labels @ centers), ties settled by ``ties`` (see above)."""
+    total = labels.to(centers.dtype) @ centers
+    total = torch.where(total == 0, ties.to(total.dtype).expand_as(total), total)
+    return torch.where(total > 0, 1.0, -1.0).to(centers.dtype)

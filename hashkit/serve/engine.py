@@ -1,0 +1,287 @@
+"""What ``hashkit serve`` does besides HTTP: encode uploads in batches, search a live index, make thumbnails.
+
+Framework-free on purpose (the FastAPI routes in ``app.py`` only parse and format), so it is tested and
+benchmarked without a server.
+
+* :class:`EncodeBatcher` — one thread owns the network; requests hand it a transformed image tensor and
+  wait on a future. Whatever arrived while a batch ran is stacked into the next forward pass, so eight
+  concurrent clients cost about one batched pass instead of eight queued ones.
+* :class:`LiveIndex` — the index opened read-only (memory-mapped); before each request it stats
+  ``manifest.json`` and reopens when an ``hashkit encode`` has committed an append. A reader only ever
+  sees segments the manifest lists, and the manifest is replaced atomically after its segments are
+  fsynced, so a half-written segment is never visible; a reopen that fails (e.g. a compaction deleting
+  files mid-open) keeps the previous snapshot.
+* :class:`ItemSource` — position → image (and label names, when the index holds the checkpoint's dataset
+  items): thumbnails are served by position only, never by a path taken from a request.
+* :func:`decode_upload` — bytes → RGB image or a one-line :class:`UploadError` (not an image, truncated,
+  too many pixels: a decompression-bomb guard checked on the header before any pixel is decoded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from loguru import logger
+from PIL import Image, UnidentifiedImageError
+
+from hashkit.atomic import atomic_write_bytes
+from hashkit.errors import HashkitError
+
+THUMB_PX = 160  # longest side of a cached thumbnail (CIFAR's 32 px images are kept at their size)
+DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP: above any camera photo people search with, far below a bomb
+
+
+class UploadError(ValueError):
+    """A bad upload: the message is one line for the page; ``status`` the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def check_pixels(image: Image.Image, name: str, max_pixels: int) -> None:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise UploadError(
+            f"{name}: {width}×{height} = {width * height:,} pixels is above the limit of {max_pixels:,} "
+            "(decompression-bomb guard); send a smaller image or raise --max-pixels"
+        )
+
+
+def decode_upload(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """An uploaded file as an RGB image (decoded as ``hashkit encode`` decodes files), or UploadError."""
+    from hashkit.data.base import load_rgb
+
+    if not data:
+        raise UploadError(f"{name}: empty file; choose an image (JPEG, PNG, …)")
+    try:
+        with Image.open(io.BytesIO(data)) as probe:  # reads the header only
+            check_pixels(probe, name, max_pixels)
+    except UploadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise UploadError(f"{name}: {exc}; send a smaller image") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UploadError(f"{name}: not an image file hashkit can read (JPEG, PNG, WebP, BMP, GIF, TIFF)") from exc
+    try:
+        return load_rgb(name, data=data)
+    except HashkitError as exc:
+        raise UploadError(f"{name}: truncated or corrupt image; re-export or choose another file") from exc
+    except Image.DecompressionBombError as exc:
+        raise UploadError(f"{name}: {exc}; send a smaller image") from exc
+
+
+class EncodeBatcher:
+    """Runs the network on one thread; concurrent requests' images are batched into one forward pass."""
+
+    def __init__(self, hasher: Any, max_batch: int = 32) -> None:
+        self.hasher = hasher
+        self.max_batch = max_batch
+        self._queue: queue.Queue = queue.Queue()
+        self.batches = 0
+        self.items = 0
+        self._thread = threading.Thread(target=self._loop, name="hashkit-encode", daemon=True)
+        self._thread.start()
+
+    def submit(self, tensor: torch.Tensor) -> Future:
+        """Queue one transformed image (C, H, W); the future gives its real-valued output (bits,) float32."""
+        future: Future = Future()
+        self._queue.put((tensor, future))
+        return future
+
+    def encode(self, image: Image.Image) -> np.ndarray:
+        """Transform + encode one image, waiting for the result (for callers without an event loop)."""
+        return self.submit(self.hasher.transform(image)).result()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            items = [first]
+            while len(items) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                items.append(item)
+            try:
+                with torch.no_grad():
+                    batch = torch.stack([t for t, _ in items]).to(self.hasher.device)
+                    out = self.hasher.outputs(batch).float().cpu().numpy()
+                self.batches += 1
+                self.items += len(items)
+                for (_, future), row in zip(items, out):
+                    future.set_result(row)
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+                for _, future in items:
+                    if not future.done():
+                        future.set_exception(exc)
+
+
+class LiveIndex:
+    """The index, opened read-only and reopened when ``manifest.json`` changes (a committed append)."""
+
+    def __init__(self, path: str | os.PathLike, identity: dict[str, Any] | None = None) -> None:
+        from hashkit.index import Index
+
+        self.path = Path(path)
+        self._identity = identity
+        self._lock = threading.Lock()
+        self._stamp = self._manifest_stamp()
+        self._index = Index.open(self.path)
+        if identity is not None:
+            self._index.check_compatible(identity)
+
+    def _manifest_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path / "manifest.json")
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def current(self) -> Any:
+        """The newest committed snapshot (an ``Index``); cheap when nothing changed (one stat)."""
+        from hashkit.index import Index
+
+        stamp = self._manifest_stamp()
+        if stamp == self._stamp or stamp is None:
+            return self._index
+        with self._lock:
+            if stamp != self._stamp:
+                try:
+                    index = Index.open(self.path)
+                    if self._identity is not None:
+                        index.check_compatible(self._identity)
+                except HashkitError as exc:  # e.g. files replaced mid-open: keep serving the old snapshot
+                    logger.warning(f"keeping the previous snapshot of {self.path}: {exc}")
+                    return self._index
+                logger.info(f"{self.path}: reopened after an append ({len(self._index)} → {len(index)} items)")
+                self._index, self._stamp = index, stamp
+        return self._index
+
+
+@dataclass
+class _DatasetItems:
+    collection: Any
+    rows: dict[str, int]
+    class_names: list[str]
+
+
+class ItemSource:
+    """Position → the item's image and label names; thumbnails made once and cached (atomic writes).
+
+    An item id is looked up, in order, among the checkpoint's dataset items (when the index was encoded with
+    ``hashkit encode --database``: gives label names, and works for in-memory datasets), as an absolute file,
+    and relative to ``images_root`` (the folder given to ``hashkit encode --images``; a relative id that
+    would leave it is refused).
+    """
+
+    def __init__(self, images_root: str | os.PathLike | None, cache_dir: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.images_root = Path(images_root).resolve() if images_root else None
+        self.cache_dir = cache_dir
+        self.max_pixels = max_pixels
+        self._dataset: _DatasetItems | None = None
+        self.dataset_ready = threading.Event()
+
+    def load_dataset(self, config: dict[str, Any]) -> None:
+        """Index the checkpoint's dataset items by id (for labels); failures only disable labels."""
+        try:
+            from hashkit.run import build_splits
+
+            splits = build_splits(config)
+            pool = splits.extra.get("pool")
+            if pool is None:
+                from hashkit.data.base import ImageCollection
+
+                pool = ImageCollection.concatenate([splits.train, splits.query, splits.database], source=splits.name)
+            rows = {pool.item_id(i): i for i in range(len(pool))}
+            self._dataset = _DatasetItems(pool, rows, list(splits.class_names))
+            logger.info(f"labels: {len(rows):,} items of {splits.name} known")
+        except (HashkitError, OSError, KeyError, ValueError) as exc:
+            logger.info(f"labels: not shown ({exc})")
+        finally:
+            self.dataset_ready.set()
+
+    def labels(self, item_id: str) -> list[str] | None:
+        data = self._dataset
+        if data is None or item_id not in data.rows:
+            return None
+        row = data.collection.labels[data.rows[item_id]]
+        return [data.class_names[j] for j in np.flatnonzero(row)]
+
+    def _file(self, item_id: str) -> Path | None:
+        path = Path(item_id)
+        if path.is_absolute():
+            return path if path.is_file() else None
+        if self.images_root is None:
+            return None
+        candidate = (self.images_root / path).resolve()
+        if not candidate.is_relative_to(self.images_root) or not candidate.is_file():
+            return None
+        return candidate
+
+    def image(self, item_id: str) -> Image.Image | None:
+        """The item's RGB image, or None when it cannot be found."""
+        from hashkit.data.base import load_rgb
+
+        data = self._dataset
+        if data is not None and item_id in data.rows:
+            return data.collection.load(data.rows[item_id])
+        path = self._file(item_id)
+        if path is None:
+            return None
+        with Image.open(path) as probe:
+            check_pixels(probe, str(path), self.max_pixels)
+        return load_rgb(path)
+
+    def thumbnail(self, item_id: str) -> bytes | None:
+        """JPEG bytes of the item's thumbnail, from the cache or made (and cached) now."""
+        path = None if (self._dataset and item_id in self._dataset.rows) else self._file(item_id)
+        stat = f"{path.stat().st_size}:{path.stat().st_mtime_ns}" if path is not None else "dataset"
+        key = hashlib.sha256(f"{item_id}\0{stat}\0{THUMB_PX}".encode("utf-8", "surrogateescape")).hexdigest()
+        cached = self.cache_dir / key[:2] / f"{key}.jpg"
+        if cached.is_file():
+            return cached.read_bytes()
+        image = self.image(item_id)
+        if image is None:
+            return None
+        image.thumbnail((THUMB_PX, THUMB_PX), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        data = buffer.getvalue()
+        try:
+            atomic_write_bytes(cached, data)
+        except HashkitError as exc:  # a read-only cache still serves the thumbnail
+            logger.warning(str(exc))
+        return data
+
+
+def thumbnail_cache(cache_dir: str | os.PathLike | None, index_path: Path) -> Path:
+    """``<cache>/thumbnails/<hash of the index folder>``."""
+    from hashkit.paths import cache_root
+
+    tag = hashlib.sha256(str(index_path.resolve()).encode()).hexdigest()[:16]
+    return cache_root(cache_dir) / "thumbnails" / tag
+
+
+def now_ms() -> float:
+    return time.perf_counter() * 1000.0

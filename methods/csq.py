@@ -1,0 +1,75 @@
+"""CSQ — Central Similarity Quantization (Yuan, Wang, Tian, Lin, Huang, Shao, Feng; CVPR 2020).
+
+Each class has a fixed ±1 hash center C_c (hashkit.centers: rows of a Hadamard matrix, Algorithm 1;
+Bernoulli codes when the code length is not a power of 2 or there are more than 2·bits classes); a
+multi-label item's center is the bitwise majority of its labels' centers (§3.2). With h = tanh(u):
+
+    L = (1/(b·K)) Σ_i Σ_k BCE( (h_ik + 1)/2 , (c_ik + 1)/2 )  +  λ · (1/(b·K)) Σ_i Σ_k (|h_ik| − 1)²
+
+(eq. 6 the central similarity term as a bitwise binary cross-entropy, eq. 7 the quantisation term,
+both as means over bits and items like the public codes). Computed stably: (tanh(u) + 1)/2 = σ(2u),
+so the first term is the binary cross-entropy with logits 2u. λ = 1e-4 (DeepHash-pytorch; FIRe 1e-3).
+Multi-label: yes. No trainable state of its own; the centers are checkpointed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from hashkit.centers import class_centers, label_centers, tie_breaker
+from hashkit.codeheads import check_labels
+from hashkit.method import Batch, HashingMethod, Hyper, TrainingData
+from hashkit.registry import METHODS
+
+
+def csq_loss(u: torch.Tensor, centers: torch.Tensor, lamda: float) -> dict[str, torch.Tensor]:
+    """Eq. 6 + λ·eq. 7 for outputs ``u`` (b, K) and their items' ±1 ``centers`` (b, K)."""
+    h = torch.tanh(u)
+    center = F.binary_cross_entropy_with_logits(2.0 * u, (centers + 1.0) / 2.0)
+    quantization = (h.abs() - 1.0).pow(2).mean()
+    return {"center": center, "quantization": lamda * quantization}
+
+
+@METHODS.register("csq")
+class CSQ(HashingMethod):
+    name = "csq"
+    paper = "Yuan et al. Central Similarity Quantization for Efficient Image and Video Retrieval. CVPR 2020"
+    hyperparameters = {"lamda": Hyper(1e-4, "weight λ of the quantisation term (|tanh u| − 1)² (paper eq. 7)")}
+    recipes = {
+        # DeepHash-pytorch's CSQ.py: ResNet-50, RMSprop lr 1e-5 (weight decay 1e-5) on every layer, batch 64,
+        # 150 epochs, random 224-px crops of 256-px images
+        # (the nearest transform recipe: resized_crop_flip), center crops for testing.
+        "seed": {
+            "arch": "resnet50", "optimizer": "rmsprop", "lr": 1e-5, "hash_lr_mult": 1.0, "weight_decay": 1e-5,
+            "batch_size": 64, "max_iter": 150, "lr_schedule": "constant",
+            "train_transform": "resized_crop_flip", "test_transform": "center_crop",
+        },
+        "cpu": {"cached_views": 4},
+    }  # fmt: skip
+    supports_distributed = True  # a batch-mean loss against fixed centers; no state across steps
+
+    def __init__(self, code_length: int, hparams: dict[str, Any], device: torch.device) -> None:
+        super().__init__(code_length, hparams, device)
+        self.centers: torch.Tensor | None = None
+        self.ties = tie_breaker(code_length).to(device)
+
+    def setup(self, data: TrainingData) -> None:
+        labels = check_labels(self.name, data.labels, single_label=False)
+        self.centers = class_centers(int(labels.shape[1]), self.code_length, "hadamard").to(self.device)
+
+    def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        if self.centers is None:
+            raise RuntimeError("csq.training_step before setup")
+        targets = label_centers(batch.labels, self.centers, self.ties).to(outputs.dtype)
+        return csq_loss(outputs, targets, float(self.hparams["lamda"]))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.centers is None else {"centers": self.centers, "ties": self.ties}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("centers") is not None:
+            self.centers = state["centers"].to(self.device)
+            self.ties = state["ties"].to(self.device)

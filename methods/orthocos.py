@@ -1,0 +1,37 @@
+"""OrthoCos — OrthoHash with the cosine margin (Hoe et al., One Loss for All, NeurIPS 2021).
+
+Loss (paper eq. 6, CosFace-style margin; shared scheme in hashkit/orthohash.py):
+
+    L = −Σ_c ỹ_c log softmax_c( s · (cos(v, C_c) − m · y_c) ),   v = BN(u),  ỹ = y / Σy
+
+with fixed ±1 class codes C (Hadamard rows), s = 8, m = 0.3 (the authors' orthocos template; the margin
+is applied to every label of a multi-label item, as in their code). Multi-label: yes.
+Trainable state of its own: none (the batch-norm has no affine part; its running mean is folded into
+the hash layer every epoch, so codes are sign(u) of the network).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hashkit.orthohash import ORTHOHASH_PAPER, ORTHOHASH_SEED, OrthoHashMethod, orthohash_hyper
+from hashkit.registry import METHODS
+
+
+def cosine_margin_logits(cos: torch.Tensor, labels: torch.Tensor, s: float, m: float) -> torch.Tensor:
+    """s · (cos − m · y) (eq. 6)."""
+    return s * (cos - m * labels)
+
+
+@METHODS.register("orthocos")
+class OrthoCos(OrthoHashMethod):
+    name = "orthocos"
+    paper = ORTHOHASH_PAPER + " (cosine margin)"
+    hyperparameters = orthohash_hyper(s=8.0, m=0.3)
+    recipes = {
+        "seed": dict(ORTHOHASH_SEED),
+        "cpu": {"cached_views": 4},
+    }
+
+    def margin_logits(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return cosine_margin_logits(cos, labels, float(self.hparams["s"]), float(self.hparams["m"]))

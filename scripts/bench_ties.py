@@ -1,0 +1,87 @@
+"""mAP@ALL and P@10 of a checkpoint with ties broken by insertion order (the evaluator's) and by the asymmetric score.
+
+    .venv/bin/python scripts/bench_ties.py --checkpoint runs/demo/checkpoint.pt [--num-database N] [--root PATH]
+
+Encodes the run's queries (real-valued outputs) and database (codes) exactly as ``hashkit evaluate`` does (same
+split, same pipeline, flip averaging when the run used it), then ranks every database item per query by
+(Hamming distance, insertion position) and by (Hamming distance, −u·b, position) — ``hashkit search``'s default,
+see hashkit/ties.py — and prints both metrics as JSON. The insertion-order mAP is checked against
+``hashkit.evaluate`` (it must agree to 1e-9: same ranking, independent code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+
+def ranked_metrics(outputs: np.ndarray, db_codes: np.ndarray, q_labels: np.ndarray, db_labels: np.ndarray,
+                   use_score: bool, n_at: int = 10) -> tuple[float, float]:
+    """(mAP@ALL, P@n_at): a slow, obvious per-query ranking (relevance = sharing a label)."""
+    q_codes = np.where(outputs >= 0, 1.0, -1.0).astype(np.float32)
+    db = db_codes.astype(np.float32)
+    bits = db.shape[1]
+    positions = np.arange(len(db))
+    aps, pats = [], []
+    for row in range(len(outputs)):
+        dist = (bits - db @ q_codes[row]) / 2
+        if use_score:
+            order = np.lexsort((positions, -(db @ outputs[row].astype(np.float32)), dist))
+        else:
+            order = np.lexsort((positions, dist))
+        relevant = (db_labels[order] @ q_labels[row]) > 0
+        pats.append(relevant[:n_at].mean())
+        hits = np.flatnonzero(relevant)
+        aps.append(0.0 if len(hits) == 0 else float(np.mean(np.arange(1, len(hits) + 1) / (hits + 1))))
+    return float(np.mean(aps)), float(np.mean(pats))
+
+
+def main() -> None:
+    from hashkit.evaluate import evaluate_codes
+    from hashkit.model import binarize
+    from hashkit.run import load_run
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--root", default=None, help="dataset location (default: the checkpoint's)")
+    parser.add_argument("--num-database", type=int, default=None, help="override the run's database size")
+    args = parser.parse_args()
+    overrides = {k: v for k, v in {"root": args.root, "num_database": args.num_database}.items() if v is not None}
+    started = time.perf_counter()
+    config, splits, _, method, pipeline, _ = load_run(args.checkpoint, overrides, torch.device("cpu"))
+    with torch.no_grad():
+        outputs = pipeline.encode(splits.query, desc="encode query").float().cpu()
+
+        def encode(images, desc="encode database"):
+            return binarize(pipeline.encode(images, desc=desc))
+
+        db = method.database_codes(splits, encode)
+        if db is None:
+            db = encode(splits.database)
+    encoded = time.perf_counter()
+    q_labels = splits.query.labels.astype(np.float32)
+    db_labels = splits.database.labels.astype(np.float32)
+    db = db.cpu().numpy()
+    reference = evaluate_codes(binarize(outputs), torch.as_tensor(db), splits.query.labels, splits.database.labels,
+                               metrics=["map", "precision_at"], topk=None)
+    insertion = ranked_metrics(outputs.numpy(), db, q_labels, db_labels, use_score=False)
+    score = ranked_metrics(outputs.numpy(), db, q_labels, db_labels, use_score=True)
+    assert abs(insertion[0] - reference["map"]) < 1e-9, (insertion[0], reference["map"])
+    codes = np.where(outputs.numpy() >= 0, 1, -1)
+    tied = [int(((db == c).all(axis=1)).sum()) for c in codes]
+    print(json.dumps({
+        "checkpoint": args.checkpoint, "method": config["method"], "code_length": int(config["code_length"]),
+        "num_query": len(splits.query), "num_database": len(db),
+        "insertion": {"map": round(insertion[0], 4), "p@10": round(insertion[1], 4)},
+        "score": {"map": round(score[0], 4), "p@10": round(score[1], 4)},
+        "median_items_sharing_the_query_code": int(np.median(tied)),
+        "encode_s": round(encoded - started, 1), "rank_s": round(time.perf_counter() - encoded, 1),
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""The catalogue methods' losses on fixed small tensors against independent transcriptions of the papers'
+formulas (element by element, in plain Python floats), their class codes and straight-through layers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from hashkit.centers import bernoulli_centers, class_centers, label_centers, tie_breaker
+from hashkit.codeheads import bihalf, sign_ste, stochastic_binary
+from hashkit.errors import HashkitError
+from hashkit.method import Batch, TrainingData
+from hashkit.methods.bihalf_sup import BiHalfSupervised
+from hashkit.methods.ce import CE
+from hashkit.methods.csq import CSQ
+from hashkit.methods.dpn import DPN
+from hashkit.methods.greedyhash import GreedyHash
+from hashkit.methods.jmlh import JMLH
+from hashkit.methods.orthoarc import OrthoArc
+from hashkit.methods.orthocos import OrthoCos
+from hashkit.methods.sdhc import SDHC
+
+CPU = torch.device("cpu")
+B, K, C = 6, 8, 4
+
+
+def fixed(seed: int = 0, multi_label: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(B, K, generator=g, dtype=torch.float64) * 1.5
+    labels = torch.zeros(B, C, dtype=torch.float64)
+    labels[torch.arange(B), torch.arange(B) % C] = 1
+    if multi_label:
+        labels[0, 1] = labels[3, 2] = labels[4, 3] = 1
+    return u, labels
+
+
+def batch(labels: torch.Tensor) -> Batch:
+    return Batch(inputs=torch.zeros(len(labels), 1), labels=labels, index=torch.arange(len(labels)))
+
+
+def method(cls, labels: torch.Tensor, **hparams):
+    m = cls(K, hparams, CPU)
+    m.setup(TrainingData(num_items=len(labels), labels=labels))
+    if m.module is not None:
+        m.module.double().train()
+    return m
+
+
+def log_softmax_row(z: list[float], c: int) -> float:
+    top = max(z)
+    return z[c] - top - math.log(sum(math.exp(v - top) for v in z))
+
+
+def soft_ce(rows: list[list[float]], labels: torch.Tensor) -> float:
+    total = 0.0
+    for i, z in enumerate(rows):
+        y = [float(v) for v in labels[i]]
+        total -= sum(y[c] / sum(y) * log_softmax_row(z, c) for c in range(len(z)) if y[c])
+    return total / len(rows)
+
+
+def linear(module: nn.Linear, x: list[float]) -> list[float]:
+    w = module.weight.detach().tolist()
+    bias = module.bias.detach().tolist() if module.bias is not None else [0.0] * len(w)
+    return [sum(w[c][k] * x[k] for k in range(len(x))) + bias[c] for c in range(len(w))]
+
+
+def val(t: torch.Tensor) -> float:
+    return float(t.detach())
+
+
+def sgn(x: float) -> float:
+    return 1.0 if x >= 0 else -1.0
+
+
+# ---------------------------------------------------------------------------------------------- centers
+
+
+def test_hadamard_centers_are_orthogonal_rows_then_their_negations() -> None:
+    centers = class_centers(20, 16)
+    assert centers.shape == (20, 16) and set(centers.unique().tolist()) == {-1.0, 1.0}
+    gram = centers[:16] @ centers[:16].t()
+    assert torch.equal(gram, 16 * torch.eye(16))  # mutual Hamming distance K/2
+    assert torch.equal(centers[16:20], -centers[:4])
+
+
+def test_bernoulli_centers_when_not_a_power_of_two_or_too_many_classes() -> None:
+    odd = class_centers(5, 12)
+    assert torch.equal((odd == -1).sum(1), torch.full((5,), 6))  # half the bits −1 in every code
+    many = class_centers(40, 16)
+    assert torch.equal(many[:32], class_centers(32, 16)) and torch.equal((many[32:] == -1).sum(1), torch.full((8,), 8))
+    assert torch.equal(class_centers(5, 12), class_centers(5, 12))  # deterministic
+    g = torch.Generator().manual_seed(3)
+    assert bernoulli_centers(3, 7, g).abs().eq(1).all()
+
+
+def test_label_centers_majority_and_ties() -> None:
+    centers = torch.tensor([[1.0, 1, -1, -1], [1, -1, 1, -1], [1, -1, -1, 1]])
+    ties = torch.tensor([-1.0, 1, -1, 1])
+    labels = torch.tensor([[0.0, 1, 0], [1, 1, 0], [1, 1, 1]])
+    out = label_centers(labels, centers, ties)
+    assert torch.equal(out[0], centers[1])  # one label: its center
+    # two labels: bits 0 (1+1) and 3 (−1−1) agree; bits 1 and 2 tie (0) → the tie-breaker's bits
+    assert out[1].tolist() == [1.0, 1.0, -1.0, -1.0]
+    assert out[2].tolist() == [1.0, -1.0, -1.0, -1.0]  # majority of three
+    assert tie_breaker(4).abs().eq(1).all()
+
+
+# ---------------------------------------------------------------------------------------------- losses
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_csq_loss(multi_label: bool) -> None:
+    u, labels = fixed(1, multi_label)
+    m = method(CSQ, labels, lamda=0.3)
+    losses = m.training_step(u, batch(labels))
+    targets = label_centers(labels, m.centers.double(), m.ties.double())
+    center = quant = 0.0
+    for i in range(B):
+        for k in range(K):
+            h = math.tanh(float(u[i, k]))
+            p, t = (h + 1) / 2, (float(targets[i, k]) + 1) / 2
+            center -= t * math.log(p) + (1 - t) * math.log(1 - p)  # eq. 6, BCE of (h+1)/2 to (c+1)/2
+            quant += (abs(h) - 1) ** 2  # eq. 7
+    assert val(losses["center"]) == pytest.approx(center / (B * K), abs=1e-6)
+    assert val(losses["quantization"]) == pytest.approx(0.3 * quant / (B * K), abs=1e-6)
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_dpn_loss(multi_label: bool) -> None:
+    u, labels = fixed(2, multi_label)
+    m = method(DPN, labels, margin=0.8, reg=0.05)
+    losses = m.training_step(u, batch(labels))
+    t = label_centers(labels, m.targets.double(), m.ties.double())
+    hinge = sum(max(0.8 - float(u[i, k]) * float(t[i, k]), 0.0) for i in range(B) for k in range(K)) / (B * K)
+    reg = sum(float(u[i, k]) ** 2 for i in range(B) for k in range(K)) / (B * K)
+    assert val(losses["polarization"]) == pytest.approx(hinge, abs=1e-6)
+    assert val(losses["regularization"]) == pytest.approx(0.05 * reg, abs=1e-6)
+    assert torch.equal((m.targets == -1).sum(1), torch.full((C,), K // 2))  # p = 0.5 random assignment
+
+
+def batchnorm_rows(u: torch.Tensor, eps: float = 1e-5) -> list[list[float]]:
+    """Per-bit (x − batch mean) / sqrt(biased batch variance + eps)."""
+    rows = u.tolist()
+    out = [[0.0] * K for _ in rows]
+    for k in range(K):
+        col = [r[k] for r in rows]
+        mean = sum(col) / len(col)
+        var = sum((x - mean) ** 2 for x in col) / len(col)
+        for i, x in enumerate(col):
+            out[i][k] = (x - mean) / math.sqrt(var + eps)
+    return out
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+@pytest.mark.parametrize("cls", [OrthoCos, OrthoArc])
+def test_orthohash_loss(cls, multi_label: bool) -> None:
+    u, labels = fixed(3, multi_label)
+    s, margin, quan = 7.0, 0.25, 0.5
+    m = method(cls, labels, s=s, m=margin, quan=quan)
+    losses = m.training_step(u, batch(labels))
+    v = batchnorm_rows(u)
+    centers = m.centers.tolist()
+    rows = []
+    for i in range(B):
+        z = []
+        for c in range(C):
+            cos, y = cosine(v[i], centers[c]), float(labels[i, c])
+            if cls is OrthoCos:
+                z.append(s * (cos - margin * y))  # eq. 6
+            else:
+                z.append(s * math.cos(math.acos(max(min(cos, 0.99999), -0.99999)) + margin * y))  # eq. 7
+        rows.append(z)
+    assert val(losses["ce"]) == pytest.approx(soft_ce(rows, labels), abs=1e-6)
+    q = sum(1 - cosine(v[i], [sgn(x) for x in v[i]]) for i in range(B)) / B  # eq. 9
+    assert val(losses["quantization"]) == pytest.approx(quan * q, abs=1e-6)
+
+
+def test_orthohash_fold_keeps_training_and_makes_codes_sign_of_bn() -> None:
+    torch.manual_seed(0)
+    _, labels = fixed(4)
+    model = nn.Module()
+    model.hash_layer = nn.Linear(5, K).double()
+    x = torch.randn(B, 5, dtype=torch.float64) + 3.0  # outputs far from zero-mean per bit
+    m = method(OrthoCos, labels)
+    m.bind_model(model)
+    for _ in range(3):
+        m.training_step(model.hash_layer(x), batch(labels))  # running statistics move
+    before = m.training_step(model.hash_layer(x), batch(labels))["ce"]
+    m.module.eval()
+    bn_codes = torch.sign(m.normalise(model.hash_layer(x)))
+    m.on_epoch_end(0)
+    assert torch.equal(torch.where(model.hash_layer(x) >= 0, 1.0, -1.0).double(), bn_codes)
+    assert torch.equal(torch.sign(m.normalise(model.hash_layer(x))), bn_codes)  # BN_eval unchanged by the fold
+    m.module.train()
+    after = m.training_step(model.hash_layer(x), batch(labels))["ce"]
+    assert float(after.detach()) == pytest.approx(float(before.detach()), abs=1e-9)  # training is invariant to the fold
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_greedyhash_loss_and_straight_through_gradient(multi_label: bool) -> None:
+    u, labels = fixed(5, multi_label)
+    m = method(GreedyHash, labels, alpha=0.2)
+    losses = m.training_step(u, batch(labels))
+    rows = [linear(m.module, [sgn(float(x)) for x in u[i]]) for i in range(B)]
+    penalty = sum(abs(abs(float(u[i, k])) - 1) ** 3 for i in range(B) for k in range(K)) / (B * K)  # eq. 8
+    assert m.module.bias is None
+    assert val(losses["ce"]) == pytest.approx(soft_ce(rows, labels), abs=1e-6)
+    assert val(losses["penalty"]) == pytest.approx(0.2 * penalty, abs=1e-6)
+    x = u.clone().requires_grad_(True)
+    weights = torch.arange(B * K, dtype=torch.float64).reshape(B, K)
+    (sign_ste(x) * weights).sum().backward()
+    assert torch.equal(x.grad, weights)  # ∂L/∂u = ∂L/∂b
+    assert torch.equal(sign_ste(torch.tensor([0.0, -0.0, 2.0, -1.0])), torch.tensor([1.0, 1.0, 1.0, -1.0]))
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_jmlh_loss_and_estimator(multi_label: bool) -> None:
+    u, labels = fixed(6, multi_label)
+    m = method(JMLH, labels, lamda=0.4)
+    m.module.eval()  # ε = 0.5: deterministic codes 1[σ(u) > ½]
+    losses = m.training_step(u, batch(labels))
+    rows, kl = [], 0.0
+    for i in range(B):
+        q = [1 / (1 + math.exp(-float(x))) for x in u[i]]
+        rows.append(linear(m.module, [1.0 if p > 0.5 else 0.0 for p in q]))
+        kl += sum(p * math.log(p / 0.5) + (1 - p) * math.log((1 - p) / 0.5) for p in q)  # eq. 6
+    assert val(losses["ce"]) == pytest.approx(soft_ce(rows, labels), abs=1e-6)
+    assert val(losses["kl"]) == pytest.approx(0.4 * kl / B, abs=1e-6)
+    x = u.clone().requires_grad_(True)
+    eps = torch.full_like(u, 0.3)
+    code, q = stochastic_binary(x, eps)
+    assert torch.equal(code, (torch.sigmoid(u) > 0.3).double())
+    wc, wq = torch.randn(B, K, dtype=torch.float64), torch.randn(B, K, dtype=torch.float64)
+    ((code * wc).sum() + (q * wq).sum()).backward()
+    p = torch.sigmoid(u)
+    assert torch.allclose(x.grad, p * (1 - p) * (wc + wq), atol=1e-12)  # eq. 5
+
+
+def test_sdhc_loss_and_single_label_only() -> None:
+    u, labels = fixed(7)
+    m = method(SDHC, labels, lmbd0=0.1, lmbd1=0.2, lmbd2=0.3, alpha=0.7)
+    model = nn.Module()
+    model.hash_layer = nn.Linear(3, K).double()
+    m.bind_model(model)
+    losses = m.training_step(u, batch(labels))
+    v = [[math.tanh(float(x)) for x in row] for row in u]
+    j1 = sum((x - sgn(x)) ** 2 for row in v for x in row) / (B * K)
+    j2 = sum(x * x for row in v for x in row) / K / 2
+    w = model.hash_layer.weight.tolist()
+    j3 = sum((sum(a * b for a, b in zip(w[k], w[l])) - (1.0 if k == l else 0.0)) ** 2 for k in range(K) for l in range(K))
+    assert val(losses["quantization"]) == pytest.approx(0.1 * j1, abs=1e-6)
+    assert val(losses["variance"]) == pytest.approx(-0.2 * j2, abs=1e-6)
+    assert val(losses["orthogonality"]) == pytest.approx(0.3 * j3 / (K * K), abs=1e-6)
+    assert val(losses["ce"]) == pytest.approx(0.7 * soft_ce([linear(m.module, r) for r in v], labels), abs=1e-6)
+    _, multi = fixed(7, multi_label=True)
+    with pytest.raises(HashkitError, match="single-label"):
+        method(SDHC, multi)
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_bihalf_supervised_loss_and_layer(multi_label: bool) -> None:
+    u, labels = fixed(8, multi_label)
+    m = method(BiHalfSupervised, labels, gamma=6.0)
+    losses = m.training_step(u, batch(labels))
+    codes = []
+    for i in range(B):
+        row = []
+        for k in range(K):
+            col = sorted(float(x) for x in u[:, k])
+            median = col[(B - 1) // 2]  # the lower median
+            row.append(1.0 if float(u[i, k]) > median else -1.0)
+        codes.append(row)
+    assert val(losses["ce"]) == pytest.approx(soft_ce([linear(m.module, r) for r in codes], labels), abs=1e-6)
+    x = u.clone().requires_grad_(True)
+    b = bihalf(x, 6.0)
+    assert torch.equal(b, torch.tensor(codes, dtype=torch.float64))
+    assert torch.equal(b.sum(0), torch.zeros(K, dtype=torch.float64))  # every bit splits the batch in half
+    g = torch.randn(B, K, dtype=torch.float64)
+    (b * g).sum().backward()
+    assert torch.allclose(x.grad, g + 6.0 / (B * K) * (u - b.detach()), atol=1e-12)  # eq. 10
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_ce_baseline_loss(multi_label: bool) -> None:
+    u, labels = fixed(9, multi_label)
+    m = method(CE, labels)
+    losses = m.training_step(u, batch(labels))
+    rows = [linear(m.module, [math.tanh(float(x)) for x in u[i]]) for i in range(B)]
+    assert val(losses["ce"]) == pytest.approx(soft_ce(rows, labels), abs=1e-6)
