@@ -22,14 +22,17 @@ OrthoHash fixes them to ±1 codes and normalises by batch-norm first).
 
 from __future__ import annotations
 
+import abc
+
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hashkit.centers import class_centers, label_centers, tie_breaker
 from hashkit.errors import HashkitError
-from hashkit.method import HashingMethod, TrainingData
+from hashkit.method import Batch, HashingMethod, TrainingData
 from hashkit.model import binarize
 
 
@@ -149,3 +152,41 @@ class CodeClassifierMethod(HashingMethod):
         if self.module is None:
             raise RuntimeError(f"{self.name}.training_step before setup")
         return self.module
+
+
+class ClassCodeMethod(HashingMethod):
+    """A method whose loss pulls each item's output toward a fixed ±1 code of its classes: CSQ's hash centers
+    (Hadamard rows), DPN's polarization targets (balanced random codes). The codes (``center_kind``, see
+    hashkit.centers) are made in ``setup`` from the number of classes; a multi-label item's target is the
+    bitwise majority of its labels' codes, ties settled by a fixed random code. Subclasses give the loss
+    (:meth:`class_code_loss`); codes and tie-breaker are checkpointed."""
+
+    center_kind: ClassVar[str] = "hadamard"
+    supports_distributed = True  # a batch-mean loss against fixed codes; no state across steps
+
+    def __init__(self, code_length: int, hparams: dict[str, Any], device: torch.device) -> None:
+        super().__init__(code_length, hparams, device)
+        self.centers: torch.Tensor | None = None
+        self.ties = tie_breaker(code_length).to(device)
+
+    def setup(self, data: TrainingData) -> None:
+        labels = check_labels(self.name, data.labels, single_label=False)
+        self.centers = class_centers(int(labels.shape[1]), self.code_length, self.center_kind).to(self.device)
+
+    def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        if self.centers is None:
+            raise RuntimeError(f"{self.name}.training_step before setup")
+        targets = label_centers(batch.labels, self.centers, self.ties).to(outputs.dtype)
+        return self.class_code_loss(outputs, targets)
+
+    @abc.abstractmethod
+    def class_code_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Named loss terms for outputs (b, K) and the items' ±1 targets (b, K)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.centers is None else {"centers": self.centers, "ties": self.ties}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("centers") is not None:
+            self.centers = state["centers"].to(self.device)
+            self.ties = state["ties"].to(self.device)

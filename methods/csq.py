@@ -14,14 +14,11 @@ Multi-label: yes. No trainable state of its own; the centers are checkpointed.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
-from hashkit.centers import class_centers, label_centers, tie_breaker
-from hashkit.codeheads import check_labels
-from hashkit.method import Batch, HashingMethod, Hyper, TrainingData
+from hashkit.codeheads import ClassCodeMethod
+from hashkit.method import Hyper
 from hashkit.registry import METHODS
 
 
@@ -34,7 +31,7 @@ def csq_loss(u: torch.Tensor, centers: torch.Tensor, lamda: float) -> dict[str, 
 
 
 @METHODS.register("csq")
-class CSQ(HashingMethod):
+class CSQ(ClassCodeMethod):
     name = "csq"
     paper = "Yuan et al. Central Similarity Quantization for Efficient Image and Video Retrieval. CVPR 2020"
     hyperparameters = {"lamda": Hyper(1e-4, "weight λ of the quantisation term (|tanh u| − 1)² (paper eq. 7)")}
@@ -49,27 +46,7 @@ class CSQ(HashingMethod):
         },
         "cpu": {"cached_views": 4},
     }  # fmt: skip
-    supports_distributed = True  # a batch-mean loss against fixed centers; no state across steps
+    center_kind = "hadamard"
 
-    def __init__(self, code_length: int, hparams: dict[str, Any], device: torch.device) -> None:
-        super().__init__(code_length, hparams, device)
-        self.centers: torch.Tensor | None = None
-        self.ties = tie_breaker(code_length).to(device)
-
-    def setup(self, data: TrainingData) -> None:
-        labels = check_labels(self.name, data.labels, single_label=False)
-        self.centers = class_centers(int(labels.shape[1]), self.code_length, "hadamard").to(self.device)
-
-    def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        if self.centers is None:
-            raise RuntimeError("csq.training_step before setup")
-        targets = label_centers(batch.labels, self.centers, self.ties).to(outputs.dtype)
+    def class_code_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         return csq_loss(outputs, targets, float(self.hparams["lamda"]))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {} if self.centers is None else {"centers": self.centers, "ties": self.ties}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("centers") is not None:
-            self.centers = state["centers"].to(self.device)
-            self.ties = state["ties"].to(self.device)

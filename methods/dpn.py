@@ -13,13 +13,10 @@ here by default: not in the paper). Multi-label: yes. The targets are checkpoint
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from hashkit.centers import class_centers, label_centers, tie_breaker
-from hashkit.codeheads import check_labels
-from hashkit.method import Batch, HashingMethod, Hyper, TrainingData
+from hashkit.codeheads import ClassCodeMethod
+from hashkit.method import Hyper
 from hashkit.registry import METHODS
 
 
@@ -32,7 +29,7 @@ def dpn_loss(u: torch.Tensor, targets: torch.Tensor, margin: float, reg: float) 
 
 
 @METHODS.register("dpn")
-class DPN(HashingMethod):
+class DPN(ClassCodeMethod):
     name = "dpn"
     paper = "Fan, Lin, Zhang, Chen. Deep Polarized Network for Supervised Learning of Accurate Binary Hashing Codes. IJCAI 2020"
     hyperparameters = {
@@ -48,27 +45,7 @@ class DPN(HashingMethod):
         },
         "cpu": {"cached_views": 4},
     }  # fmt: skip
-    supports_distributed = True  # a batch-mean loss against fixed targets; no state across steps
+    center_kind = "bernoulli"
 
-    def __init__(self, code_length: int, hparams: dict[str, Any], device: torch.device) -> None:
-        super().__init__(code_length, hparams, device)
-        self.targets: torch.Tensor | None = None
-        self.ties = tie_breaker(code_length).to(device)
-
-    def setup(self, data: TrainingData) -> None:
-        labels = check_labels(self.name, data.labels, single_label=False)
-        self.targets = class_centers(int(labels.shape[1]), self.code_length, "bernoulli").to(self.device)
-
-    def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        if self.targets is None:
-            raise RuntimeError("dpn.training_step before setup")
-        targets = label_centers(batch.labels, self.targets, self.ties).to(outputs.dtype)
+    def class_code_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         return dpn_loss(outputs, targets, float(self.hparams["margin"]), float(self.hparams["reg"]))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {} if self.targets is None else {"targets": self.targets, "ties": self.ties}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("targets") is not None:
-            self.targets = state["targets"].to(self.device)
-            self.ties = state["ties"].to(self.device)

@@ -134,12 +134,12 @@ def test_dpn_loss(multi_label: bool) -> None:
     u, labels = fixed(2, multi_label)
     m = method(DPN, labels, margin=0.8, reg=0.05)
     losses = m.training_step(u, batch(labels))
-    t = label_centers(labels, m.targets.double(), m.ties.double())
+    t = label_centers(labels, m.centers.double(), m.ties.double())
     hinge = sum(max(0.8 - float(u[i, k]) * float(t[i, k]), 0.0) for i in range(B) for k in range(K)) / (B * K)
     reg = sum(float(u[i, k]) ** 2 for i in range(B) for k in range(K)) / (B * K)
     assert val(losses["polarization"]) == pytest.approx(hinge, abs=1e-6)
     assert val(losses["regularization"]) == pytest.approx(0.05 * reg, abs=1e-6)
-    assert torch.equal((m.targets == -1).sum(1), torch.full((C,), K // 2))  # p = 0.5 random assignment
+    assert torch.equal((m.centers == -1).sum(1), torch.full((C,), K // 2))  # p = 0.5 random assignment
 
 
 def batchnorm_rows(u: torch.Tensor, eps: float = 1e-5) -> list[list[float]]:

@@ -119,8 +119,10 @@ def tiny_train_argv(root: Path, out: Path, *extra: str) -> list[str]:
         "train", "--method", "dpsh", "--root", str(root), "--out", str(out), "--arch", "tiny-plain", "--no-pretrained",
         "--image-size", "32", "--code-length", "16", "--num-query", "10", "--num-train", "30", "--batch-size", "8",
         "--max-iter", "3", "--lr", "0.01", "--evaluate-interval", "1", "--cache-dir", str(out.parent / "cache"),
-        # Adam at a constant lr (the tolerances below were measured so; DPSH's seed recipe is RMSprop at 1e-5)
-        "--optimizer", "adam", "--lr-schedule", "constant", "--hash-lr-mult", "10", "--weight-decay", "1e-5", *extra,
+        # Adam at a constant lr and flips only (random crops would differ between processes); the tolerances
+        # below were measured so (DPSH's seed recipe is RMSprop at 1e-5 with RandomResizedCrop)
+        "--optimizer", "adam", "--lr-schedule", "constant", "--hash-lr-mult", "10", "--weight-decay", "1e-5", "--train-transform", "resize_flip",
+        "--test-transform", "resize", *extra,
     ]  # fmt: skip
 
 

@@ -41,7 +41,8 @@ def argv(root: Path, out: Path, *extra: str, arch: str = "tiny-bn", max_iter: in
         "train", "--method", "dpsh", "--root", str(root), "--out", str(out), "--arch", arch, "--no-pretrained",
         "--image-size", "32", "--code-length", "16", "--num-query", "10", "--num-train", "40", "--batch-size", "4",
         "--max-iter", str(max_iter), "--lr", "0.01", "--evaluate-interval", "2",
-        "--optimizer", "adam", "--lr-schedule", "constant", "--hash-lr-mult", "10", "--weight-decay", "1e-5", *extra,
+        "--optimizer", "adam", "--lr-schedule", "constant", "--hash-lr-mult", "10", "--weight-decay", "1e-5", "--train-transform", "resize_flip",
+        "--test-transform", "resize", *extra,
     ]  # fmt: skip
 
 
