@@ -28,7 +28,7 @@ setup(
     package_dir={"hashkit.methods": "methods", "hashkit.data": "data"},
     # Non-Python files shipped in the wheel: the C source of the compiled Hamming kernels (built on first use,
     # hashkit/hamming/kernel.py); tests/test_package.py checks every .c under hashkit/ is in the wheel.
-    package_data={"hashkit.hamming": ["*.c"]},
+    package_data={"hashkit.hamming": ["*.c"], "hashkit.serve": ["templates/*.html", "static/*"]},
     install_requires=[
         "torch==2.14.1",
         "torchvision==0.29.1",

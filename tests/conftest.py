@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_TAR = REPO.parent / "shared" / "data" / "cifar10-jpg.tar"
@@ -24,3 +26,12 @@ def hashkit_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("hashkit-cache")
     os.environ["HASHKIT_CACHE"] = str(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _loguru_writes_to_the_current_stderr():
+    """``hashkit.cli.main`` points loguru at the sys.stderr of the moment, which under capsys is a capture
+    stream closed after the test; afterwards, log to whatever sys.stderr is when a message is written."""
+    yield
+    logger.remove()
+    logger.add(lambda message: sys.stderr.write(message))

@@ -26,7 +26,9 @@ from hashkit.errors import HashkitError  # noqa: E402
 from hashkit.feature_cache import ResizedImages  # noqa: E402
 from hashkit.model import binarize, build_model  # noqa: E402
 from hashkit.pipeline import ImagePipeline, InputPipeline, encode_batches  # noqa: E402
-from hashkit.transforms import RECIPES, build_transform, describe, normalize_batch, pil_resample  # noqa: E402
+from hashkit.transforms import (  # noqa: E402
+    RECIPES, TEST_TRANSFORMS, TRAIN_TRANSFORMS, build_transform, describe, normalize_batch, pil_resample,
+)
 
 CPU = torch.device("cpu")
 
@@ -127,10 +129,14 @@ def test_the_feature_cache_preprocesses_exactly_as_the_evaluation_transform(mode
 def test_transform_recipes(model) -> None:
     spec = model.backbone.input_spec
     image = Image.fromarray(np.random.default_rng(1).integers(0, 256, size=(30, 50, 3), dtype=np.uint8))
-    for name in RECIPES:
-        assert build_transform(spec, 24, train=True, recipe=name)(image).shape == (3, 24, 24), name
-    with pytest.raises(HashkitError, match="unknown transform recipe 'nope'; valid: resize, resize_flip"):
-        build_transform(spec, 24, train=False, recipe="nope")
+    for name in TRAIN_TRANSFORMS:
+        assert build_transform(spec, 24, train=True, name=name)(image).shape == (3, 24, 24), name
+    for name in TEST_TRANSFORMS:
+        expected = (10, 3, 24, 24) if name == "ten_crop" else (3, 24, 24)
+        assert build_transform(spec, 24, train=False, name=name)(image).shape == expected, name
+    assert set(TRAIN_TRANSFORMS) | set(TEST_TRANSFORMS) == set(RECIPES)
+    with pytest.raises(HashkitError, match="--test-transform 'nope' is unknown; valid: resize, center_crop, ten_crop"):
+        build_transform(spec, 24, train=False, name="nope")
     with pytest.raises(HashkitError, match="resize filter"):
         pil_resample("sharpest")
     assert pil_resample("bicubic") == Image.BICUBIC and pil_resample("bilinear") == Image.BILINEAR

@@ -21,10 +21,13 @@ from hashkit.progress import progress  # noqa: E402
 
 @pytest.fixture
 def log_lines():
+    """Every log message of the test, and no other sink (one left by another test may write to stderr)."""
     lines: list[str] = []
-    sink = logger.add(lambda message: lines.append(str(message).rstrip("\n")), format="{message}")
+    logger.remove()
+    logger.add(lambda message: lines.append(str(message).rstrip("\n")), format="{message}")
     yield lines
-    logger.remove(sink)
+    logger.remove()
+    logger.add(lambda message: sys.stderr.write(message))
 
 
 class FakeTerminal:
