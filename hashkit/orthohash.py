@@ -21,6 +21,8 @@ scaling once μ = 0).
 
 from __future__ import annotations
 
+import abc
+
 from typing import Any, ClassVar
 
 import torch
@@ -80,8 +82,9 @@ class OrthoHashMethod(HashingMethod):
             return bn(u)
         return F.batch_norm(u, bn.running_mean, bn.running_var, training=False, eps=bn.eps)
 
+    @abc.abstractmethod
     def margin_logits(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Logits from the cosines (b, classes) with the method's margin on the labels' entries (eq. 6 / 7)."""
 
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         if self.centers is None:
