@@ -132,6 +132,11 @@ class HashingMethod(abc.ABC):
         """Positions in the training split to visit this epoch, in order; None = all, shuffled."""
         return None
 
+    def epoch_size(self, num_items: int) -> int:
+        """Items one epoch visits (what :meth:`epoch_indices` returns), for schedules counted in steps;
+        default: every item of the training split once."""
+        return num_items
+
     def on_epoch_start(self, epoch: int) -> None:
         self.epoch = epoch
 

@@ -95,11 +95,7 @@ class Trainer:
 
     def _steps_per_epoch(self) -> int:
         """Optimiser steps in one epoch: the method's epoch size (ADSH/DIHN: samples × passes) over the batch."""
-        hparams = self.method.hparams
-        if "num_samples" in hparams and "max_epoch" in hparams:  # ADSH/DIHN: an epoch is an outer iteration
-            items = min(int(hparams["num_samples"]), len(self.train_set)) * int(hparams["max_epoch"])
-        else:
-            items = len(self.train_set)
+        items = self.method.epoch_size(len(self.train_set))
         return max(1, math.ceil(items / max(1, self.global_batch)))
     def _add_method_module(self, config: dict[str, Any]) -> None:
         """The method's own trainable module (hashkit.method): on the device, trained at the hash layer's

@@ -102,6 +102,10 @@ class ADSH(HashingMethod):
         self.V = random_codes(self.num_codes, self.code_length, self.device)
 
     # ------------------------------------------------------------------ outer iteration: sample Ω
+    def epoch_size(self, num_items: int) -> int:
+        """An epoch is an outer iteration: ``max_epoch`` passes over ``num_samples`` sampled database rows."""
+        return min(int(self.hparams["num_samples"]), num_items) * int(self.hparams["max_epoch"])
+
     def epoch_indices(self, epoch: int, generator: torch.Generator) -> torch.Tensor:
         """Sample Ω among the coded database rows; visit it ``max_epoch`` times, shuffled per pass."""
         size = min(int(self.hparams["num_samples"]), self.num_codes)
