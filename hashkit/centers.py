@@ -11,7 +11,7 @@ towards C_c. Two constructions, both from the papers:
   construction: a random half of the bits flipped), so codes are balanced and at Hamming distance
   ≈ bits/2 from each other in expectation.
 
-Multi-label items (CSQ §3.2, DPN): the center of an item with several labels is the bitwise majority
+Multi-label items (CSQ's multi-label centers, DPN): the center of an item with several labels is the bitwise majority
 of its labels' centers, sign(Σ_{c ∈ labels} C_c); a bit where the sum is 0 (a tie) takes the bit of one
 fixed random code drawn with the centers (the public codes' rule). For a single-label item this is its
 class's center, so one function serves both.

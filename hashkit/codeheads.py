@@ -58,7 +58,7 @@ class _SignSTE(torch.autograd.Function):
 
 
 def sign_ste(u: torch.Tensor) -> torch.Tensor:
-    """b = sign(u) (sign(0) = +1, as every code in hashkit) with ∂L/∂u = ∂L/∂b (GreedyHash, eq. 5–6)."""
+    """b = sign(u) (sign(0) = +1, as every code in hashkit) with ∂L/∂u = ∂L/∂b (GreedyHash's hash coding layer)."""
     return _SignSTE.apply(u)
 
 
@@ -79,9 +79,10 @@ class _BiHalf(torch.autograd.Function):
 
 
 def bihalf(u: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Bi-half layer (Li & van Gemert, AAAI 2021, eq. 9–10): per bit, the items of the batch above the bit's
-    median get +1, the others −1 (the optimal-transport half/half assignment); backward
-    ∂L/∂u = ∂L/∂b + γ/(N·K) · (u − b), N the batch size and K the bits (the authors' code, γ = 6)."""
+    """Bi-half layer (Li & van Gemert, AAAI 2021; arXiv 2012.12334v1 eq. 8, the half/half assignment, and
+    eq. 9, its forward/backward pass): per bit, the items of the batch above the bit's median get +1, the
+    others −1 (the optimal-transport half/half assignment); backward ∂L/∂u = ∂L/∂b + γ/(N·K) · (u − b),
+    N the batch size and K the bits (the paper's γ is γ/(N·K) here; the authors' code, γ = 6)."""
     return _BiHalf.apply(u, gamma)
 
 
@@ -100,7 +101,8 @@ class _StochasticBinary(torch.autograd.Function):
 
 
 def stochastic_binary(logits: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """JMLH's stochastic binary layer (Shen et al. 2019, eq. 3 and its gradient estimator, eq. 5):
+    """JMLH's stochastic binary layer and its gradient estimator (Shen et al. 2019; the paper's equation
+    numbers not verified):
     q = σ(logits), code = 1[q > ε] ∈ {0, 1} with ε ~ U(0, 1) in training (0.5 at test, i.e. sign of the
     logits); the backward pass treats the code as q: ∂L/∂logits = q(1 − q)(∂L/∂code + ∂L/∂q).
     Returns (code, q)."""

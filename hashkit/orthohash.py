@@ -3,12 +3,13 @@ Cosine Similarity based Learning Objective, NeurIPS 2021): batch-norm on the cod
 a margin softmax over cosine similarities; the two methods differ only in the margin (methods/orthocos.py,
 methods/orthoarc.py).
 
-Scheme (paper §3, the authors' code in CISiPLab/cisip-FIRe read for facts): v = BN(u), the continuous
-code u of the hash layer batch-normalised per bit; z_c = cos(v, C_c) against the fixed class code C_c
-(Hadamard rows here, hashkit.centers; the paper's codes are orthogonal ±1 vectors); loss = softmax
-cross-entropy of s·margin(z) (eq. 6 / 7), multi-label items against their labels normalised to sum 1
-(the authors' "label smoothing" multi-label loss); optional quantisation term q·mean(1 − cos(v, sign v))
-(eq. 9; q = 0 by default, as in the authors' configs).
+Scheme (paper §3, the loss in Sec. 3.2; the authors' code in CISiPLab/cisip-FIRe read for facts):
+v = BN(u), the continuous code u of the hash layer batch-normalised per bit; z_c = cos(v, C_c) against
+the fixed class code C_c (Hadamard rows here, hashkit.centers; the paper's codes are orthogonal ±1
+vectors); loss = softmax cross-entropy of s·margin(z) (cosine or angular margin), multi-label items
+against their labels normalised to sum 1 (the authors' "label smoothing" multi-label loss); optional
+quantisation term q·mean(1 − cos(v, sign v)) (q = 0 by default, as in the authors' configs). The paper's equation numbers were not verified against
+its text, so the terms are named here rather than numbered.
 
 The batch-norm and the codes: the authors binarise sign(BN(u)) with BN in eval mode. Here codes come
 from the network alone (hashkit.method), so the batch-norm has no affine part (reading: its role is to
@@ -48,7 +49,7 @@ def orthohash_loss(margin_logits: torch.Tensor, labels: torch.Tensor) -> torch.T
 
 
 def cosine_quantization(v: torch.Tensor) -> torch.Tensor:
-    """Eq. 9's quantisation term, mean over items of 1 − cos(v, sign(v)) (sign detached)."""
+    """The optional cosine quantisation term, mean over items of 1 − cos(v, sign(v)) (sign detached)."""
     return (1.0 - F.cosine_similarity(v, binarize(v.detach()), dim=1)).mean()
 
 
@@ -84,7 +85,7 @@ class OrthoHashMethod(HashingMethod):
 
     @abc.abstractmethod
     def margin_logits(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Logits from the cosines (b, classes) with the method's margin on the labels' entries (eq. 6 / 7)."""
+        """Logits from the cosines (b, classes) with the method's margin on the labels' entries."""
 
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         if self.centers is None:
@@ -116,7 +117,7 @@ class OrthoHashMethod(HashingMethod):
 
 def orthohash_hyper(s: float, m: float) -> dict[str, Hyper]:
     return {
-        "s": Hyper(s, "scale s of the cosine logits (paper eq. 6/7)"),
+        "s": Hyper(s, "scale s of the cosine logits (the paper's scaled cosine similarity)"),
         "m": Hyper(m, "margin m subtracted from the true class's cosine (orthocos) or added to its angle (orthoarc)"),
-        "quan": Hyper(0.0, "weight of the quantisation term 1 − cos(v, sign v) (paper eq. 9; 0 = off, as the authors)"),
+        "quan": Hyper(0.0, "weight of the quantisation term 1 − cos(v, sign v) (0 = off, as the authors)"),
     }

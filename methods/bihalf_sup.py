@@ -2,9 +2,10 @@
 AAAI 2021, in its supervised form as in CISiPLab's FIRe ("bihalf-supervised"): the bi-half layer on the
 codes and a cross-entropy classifier of the method's own on them.
 
-In training the bi-half layer (eq. 9–10, hashkit.codeheads.bihalf) assigns, per bit, +1 to the half of
-the batch above the bit's median and −1 to the other half (maximal bit entropy: every bit is balanced in
-every batch); its backward pass is ∂L/∂u = ∂L/∂b + γ/(N·K)·(u − b), γ = 6 (the authors' code). Loss:
+In training the bi-half layer (eq. 8–9 in the numbering of arXiv 2012.12334v1, hashkit.codeheads.bihalf)
+assigns, per bit, +1 to the half of the batch above the bit's median and −1 to the other half (eq. 8;
+maximal bit entropy: every bit is balanced in every batch); its backward pass is
+∂L/∂u = ∂L/∂b + γ/(N·K)·(u − b) (eq. 9, whose γ is γ/(N·K) here), γ = 6 (the authors' code). Loss:
 
     L = CE(W b, y)
 
@@ -25,7 +26,7 @@ from hashkit.registry import METHODS
 class BiHalfSupervised(CodeClassifierMethod):
     name = "bihalf_sup"
     paper = "Li, van Gemert. Deep Unsupervised Image Hashing by Maximizing Bit Entropy (Bi-half). AAAI 2021 (supervised variant)"
-    hyperparameters = {"gamma": Hyper(6.0, "γ of the bi-half layer's backward pass γ/(N·K)·(u − b) (paper eq. 10)")}
+    hyperparameters = {"gamma": Hyper(6.0, "γ of the bi-half layer's backward pass γ/(N·K)·(u − b) (paper eq. 9, arXiv v1)")}
     recipes = {"seed": dict(FIRE_SEED), "cpu": {"cached_views": 4}}
 
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:

@@ -2,13 +2,16 @@
 
 Each class has a fixed ±1 hash center C_c (hashkit.centers: rows of a Hadamard matrix, Algorithm 1;
 Bernoulli codes when the code length is not a power of 2 or there are more than 2·bits classes); a
-multi-label item's center is the bitwise majority of its labels' centers (§3.2). With h = tanh(u):
+multi-label item's center is the bitwise majority of its labels' centers (the paper's multi-label
+centers). With h = tanh(u):
 
     L = (1/(b·K)) Σ_i Σ_k BCE( (h_ik + 1)/2 , (c_ik + 1)/2 )  +  λ · (1/(b·K)) Σ_i Σ_k (|h_ik| − 1)²
 
-(eq. 6 the central similarity term as a bitwise binary cross-entropy, eq. 7 the quantisation term,
-both as means over bits and items like the public codes). Computed stably: (tanh(u) + 1)/2 = σ(2u),
-so the first term is the binary cross-entropy with logits 2u. λ = 1e-4 (DeepHash-pytorch; FIRe 1e-3).
+(the paper's central similarity loss, a bitwise binary cross-entropy against the center, and its
+quantisation loss, here in DeepHash-pytorch's (|h| − 1)² form; both as means over bits and items like
+the public codes; the paper's equation and section numbers were not verified against its text).
+Computed stably: (tanh(u) + 1)/2 = σ(2u), so the first term is the binary cross-entropy with logits 2u.
+λ = 1e-4 (DeepHash-pytorch; FIRe 1e-3).
 Multi-label: yes. No trainable state of its own; the centers are checkpointed.
 """
 
@@ -23,7 +26,7 @@ from hashkit.registry import METHODS
 
 
 def csq_loss(u: torch.Tensor, centers: torch.Tensor, lamda: float) -> dict[str, torch.Tensor]:
-    """Eq. 6 + λ·eq. 7 for outputs ``u`` (b, K) and their items' ±1 ``centers`` (b, K)."""
+    """Central similarity + λ · quantisation loss for outputs ``u`` (b, K) and ±1 ``centers`` (b, K)."""
     h = torch.tanh(u)
     center = F.binary_cross_entropy_with_logits(2.0 * u, (centers + 1.0) / 2.0)
     quantization = (h.abs() - 1.0).pow(2).mean()
@@ -34,7 +37,7 @@ def csq_loss(u: torch.Tensor, centers: torch.Tensor, lamda: float) -> dict[str, 
 class CSQ(ClassCodeMethod):
     name = "csq"
     paper = "Yuan et al. Central Similarity Quantization for Efficient Image and Video Retrieval. CVPR 2020"
-    hyperparameters = {"lamda": Hyper(1e-4, "weight λ of the quantisation term (|tanh u| − 1)² (paper eq. 7)")}
+    hyperparameters = {"lamda": Hyper(1e-4, "weight λ of the quantisation term (|tanh u| − 1)² (DeepHash-pytorch's form)")}
     recipes = {
         # DeepHash-pytorch's CSQ.py: ResNet-50, RMSprop lr 1e-5 (weight decay 1e-5) on every layer, batch 64,
         # 150 epochs, random 224-px crops of 256-px images

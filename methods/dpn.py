@@ -2,7 +2,8 @@
 
 Each class has a random ±1 target vector t_c with half its bits −1 ("random assignment", p = 0.5;
 hashkit.centers' Bernoulli codes); a multi-label item's target is the bitwise majority of its labels'
-targets (the public code's reading, as CSQ). The bit-wise hinge "polarization" loss (paper eq. 4):
+targets (the public code's reading, as CSQ). The bit-wise hinge "polarization" loss of the paper
+(its equation number not verified against the paper text):
 
     L = (1/(b·K)) Σ_i Σ_k max(m − u_ik · t_ik, 0)   +   r · (1/(b·K)) Σ_i Σ_k u_ik²
 
@@ -21,7 +22,7 @@ from hashkit.registry import METHODS
 
 
 def dpn_loss(u: torch.Tensor, targets: torch.Tensor, margin: float, reg: float) -> dict[str, torch.Tensor]:
-    """Eq. 4 (mean over bits and items) plus r·mean(u²)."""
+    """The polarization loss (mean over bits and items) plus r·mean(u²)."""
     losses = {"polarization": torch.relu(margin - u * targets).mean()}
     if reg:
         losses["regularization"] = reg * u.pow(2).mean()
@@ -33,7 +34,7 @@ class DPN(ClassCodeMethod):
     name = "dpn"
     paper = "Fan, Lin, Zhang, Chen. Deep Polarized Network for Supervised Learning of Accurate Binary Hashing Codes. IJCAI 2020"
     hyperparameters = {
-        "margin": Hyper(1.0, "margin m of the bit-wise hinge max(m − u·t, 0) (paper eq. 4)"),
+        "margin": Hyper(1.0, "margin m of the bit-wise hinge max(m − u·t, 0) (the paper's polarization loss)"),
         "reg": Hyper(0.0, "weight of mean(u²) (FIRe's regulariser, not in the paper; 0 = off)"),
     }
     recipes = {

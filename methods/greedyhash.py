@@ -2,11 +2,13 @@
 Coding in CNN, NeurIPS 2018), supervised.
 
 The codes are b = sign(u) in the forward pass already, with the straight-through gradient
-∂L/∂u = ∂L/∂b in the backward pass (eq. 5–6; hashkit.codeheads.sign_ste). A linear classifier of the
-method's own (bits → classes, no bias, as the authors') is trained on b with the network:
+∂L/∂u = ∂L/∂b in the backward pass (the paper's hash coding layer; hashkit.codeheads.sign_ste). A
+linear classifier of the method's own (bits → classes, no bias, as the authors') is trained on b with
+the network:
 
-    L = CE(W b, y)  +  α · (1/(b·K)) Σ_i Σ_k | |u_ik| − 1 |³          (eq. 8: the penalty ‖|u| − 1‖₃³)
+    L = CE(W b, y)  +  α · (1/(b·K)) Σ_i Σ_k | |u_ik| − 1 |³          (the paper's penalty ‖|u| − 1‖₃³)
 
+The paper's equation numbers were not verified against its text, so the terms are named here.
 α = 0.1 (the authors' CIFAR-10 value, DeepHash-pytorch; 1 for ImageNet). Multi-label: the
 cross-entropy against the labels normalised to sum 1 (FIRe's reading; the paper is single-label).
 """
@@ -21,7 +23,7 @@ from hashkit.registry import METHODS
 
 
 def greedyhash_penalty(u: torch.Tensor) -> torch.Tensor:
-    """mean | |u| − 1 |³ (eq. 8)."""
+    """mean | |u| − 1 |³ (the paper's penalty)."""
     return (u.abs() - 1.0).abs().pow(3).mean()
 
 
@@ -29,7 +31,7 @@ def greedyhash_penalty(u: torch.Tensor) -> torch.Tensor:
 class GreedyHash(CodeClassifierMethod):
     name = "greedyhash"
     paper = "Su, Zhang, Chen, Tian, Dai. Greedy Hash: Towards Fast Optimization for Accurate Hash Coding in CNN. NeurIPS 2018"
-    hyperparameters = {"alpha": Hyper(0.1, "weight α of the penalty | |u| − 1 |³ (paper eq. 8; CIFAR-10 0.1, ImageNet 1)")}
+    hyperparameters = {"alpha": Hyper(0.1, "weight α of the penalty | |u| − 1 |³ (CIFAR-10 0.1, ImageNet 1)")}
     classifier_bias = False
     recipes = {
         # DeepHash-pytorch's GreedyHash.py: AlexNet, SGD lr 1e-3 (momentum 0.9, weight decay 5e-4) on every

@@ -1,14 +1,15 @@
 """JMLH — Shen, Liu, Chen, Shao, Ling. Embarrassingly Simple Binary Representation Learning. ICCV
 Workshops 2019 (joint multi-label / classification hashing with a stochastic binary layer).
 
-A stochastic binary layer (eq. 3, hashkit.codeheads.stochastic_binary) turns the outputs into codes
+A stochastic binary layer (hashkit.codeheads.stochastic_binary) turns the outputs into codes
 b ∈ {0, 1}^K: q = σ(u), b_k = 1[q_k > ε_k], ε ~ U(0, 1) in training; at test ε = 0.5, so the code is
 sign(u) as everywhere in hashkit. A linear classifier of the method's own is trained on b:
 
-    L = CE(W b, y)  +  λ · (1/b) Σ_i Σ_k KL( Bern(q_ik) ‖ Bern(1/2) )                     (eq. 6)
+    L = CE(W b, y)  +  λ · (1/b) Σ_i Σ_k KL( Bern(q_ik) ‖ Bern(1/2) )         (the KL prior term)
       KL = q log(2q) + (1 − q) log(2(1 − q))
 
-λ = 0.1 (FIRe's jmlh template). The gradient through b is the paper's estimator (eq. 5):
+λ = 0.1 (FIRe's jmlh template). The gradient through b is the paper's estimator (the paper's equation
+numbers were not verified against its text, so the terms are named here):
 ∂L/∂u = q(1 − q)(∂L/∂b + ∂L/∂q). Multi-label: cross-entropy against the labels normalised to sum 1
 (FIRe's reading). ε is drawn from torch's global generator, which the Trainer reseeds every epoch.
 """
@@ -34,7 +35,7 @@ def bernoulli_kl_to_half(q: torch.Tensor) -> torch.Tensor:
 class JMLH(CodeClassifierMethod):
     name = "jmlh"
     paper = "Shen, Liu, Chen, Shao, Ling. Embarrassingly Simple Binary Representation Learning. ICCV Workshops 2019"
-    hyperparameters = {"lamda": Hyper(0.1, "weight λ of the KL prior term KL(Bern(σ(u)) ‖ Bern(½)) (paper eq. 6)")}
+    hyperparameters = {"lamda": Hyper(0.1, "weight λ of the KL prior term KL(Bern(σ(u)) ‖ Bern(½))")}
     recipes = {"seed": {**FIRE_SEED, "hash_init_std": 0.01}, "cpu": {"cached_views": 4}}  # FIRe: N(0, 0.01²) hash layer
 
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:

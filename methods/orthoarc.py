@@ -1,6 +1,7 @@
 """OrthoArc — OrthoHash with the additive angular margin (Hoe et al., One Loss for All, NeurIPS 2021).
 
-Loss (paper eq. 7, ArcFace-style margin; shared scheme in hashkit/orthohash.py):
+Loss (the paper's cosine-similarity cross-entropy, Sec. 3.2, with an ArcFace-style angular margin;
+shared scheme in hashkit/orthohash.py; the paper's equation numbers not verified):
 
     L = −Σ_c ỹ_c log softmax_c( s · cos(θ_c + m · y_c) ),   θ_c = arccos(cos(v, C_c)),  v = BN(u),  ỹ = y / Σy
 
@@ -20,7 +21,7 @@ ARC_CLAMP = 0.99999
 
 
 def arc_margin_logits(cos: torch.Tensor, labels: torch.Tensor, s: float, m: float) -> torch.Tensor:
-    """s · cos(arccos(cos) + m · y) (eq. 7)."""
+    """s · cos(arccos(cos) + m · y) (the angular margin)."""
     return s * torch.cos(torch.acos(cos.clamp(-ARC_CLAMP, ARC_CLAMP)) + m * labels)
 
 

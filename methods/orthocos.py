@@ -1,6 +1,7 @@
 """OrthoCos — OrthoHash with the cosine margin (Hoe et al., One Loss for All, NeurIPS 2021).
 
-Loss (paper eq. 6, CosFace-style margin; shared scheme in hashkit/orthohash.py):
+Loss (the paper's cosine-similarity cross-entropy, Sec. 3.2, with a CosFace-style cosine margin; shared
+scheme in hashkit/orthohash.py; the paper's equation numbers not verified):
 
     L = −Σ_c ỹ_c log softmax_c( s · (cos(v, C_c) − m · y_c) ),   v = BN(u),  ỹ = y / Σy
 
@@ -19,7 +20,7 @@ from hashkit.registry import METHODS
 
 
 def cosine_margin_logits(cos: torch.Tensor, labels: torch.Tensor, s: float, m: float) -> torch.Tensor:
-    """s · (cos − m · y) (eq. 6)."""
+    """s · (cos − m · y) (the cosine margin)."""
     return s * (cos - m * labels)
 
 

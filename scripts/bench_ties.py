@@ -1,11 +1,13 @@
 """mAP@ALL and P@10 of a checkpoint with ties broken by insertion order (the evaluator's) and by the asymmetric score.
 
     .venv/bin/python scripts/bench_ties.py --checkpoint runs/demo/checkpoint.pt [--num-database N] [--root PATH]
+                                          [--save-index PATH]
 
 Encodes the run's queries (real-valued outputs) and database (codes) exactly as ``hashkit evaluate`` does (same
 split, same pipeline, flip averaging when the run used it), then ranks every database item per query by
 (Hamming distance, insertion position) and by (Hamming distance, −u·b, position) — ``hashkit search``'s default,
-see hashkit/ties.py — and prints both metrics as JSON. The insertion-order mAP is checked against
+see hashkit/ties.py — and prints both metrics as JSON. ``--save-index`` also writes the database codes as an index
+(the ids and model identity ``hashkit encode --database`` would write), e.g. for ``scripts/bench_serve.py --index``. The insertion-order mAP is checked against
 ``hashkit.evaluate`` (it must agree to 1e-9: same ranking, independent code).
 """
 
@@ -49,6 +51,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--root", default=None, help="dataset location (default: the checkpoint's)")
     parser.add_argument("--num-database", type=int, default=None, help="override the run's database size")
+    parser.add_argument("--save-index", default=None, help="also write the database codes as an index here (new)")
     args = parser.parse_args()
     overrides = {k: v for k, v in {"root": args.root, "num_database": args.num_database}.items() if v is not None}
     started = time.perf_counter()
@@ -71,6 +74,14 @@ def main() -> None:
     insertion = ranked_metrics(outputs.numpy(), db, q_labels, db_labels, use_score=False)
     score = ranked_metrics(outputs.numpy(), db, q_labels, db_labels, use_score=True)
     assert abs(insertion[0] - reference["map"]) < 1e-9, (insertion[0], reference["map"])
+    if args.save_index:
+        from hashkit.api import model_identity
+        from hashkit.checkpoint import load_checkpoint
+        from hashkit.index import Index
+
+        index = Index.create(args.save_index, int(config["code_length"]),
+                             model_identity(load_checkpoint(args.checkpoint)))
+        index.add(db, [splits.database.item_id(i) for i in range(len(splits.database))])
     codes = np.where(outputs.numpy() >= 0, 1, -1)
     tied = [int(((db == c).all(axis=1)).sum()) for c in codes]
     print(json.dumps({

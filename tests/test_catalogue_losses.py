@@ -123,8 +123,8 @@ def test_csq_loss(multi_label: bool) -> None:
         for k in range(K):
             h = math.tanh(float(u[i, k]))
             p, t = (h + 1) / 2, (float(targets[i, k]) + 1) / 2
-            center -= t * math.log(p) + (1 - t) * math.log(1 - p)  # eq. 6, BCE of (h+1)/2 to (c+1)/2
-            quant += (abs(h) - 1) ** 2  # eq. 7
+            center -= t * math.log(p) + (1 - t) * math.log(1 - p)  # central similarity: BCE of (h+1)/2 to (c+1)/2
+            quant += (abs(h) - 1) ** 2  # quantisation
     assert val(losses["center"]) == pytest.approx(center / (B * K), abs=1e-6)
     assert val(losses["quantization"]) == pytest.approx(0.3 * quant / (B * K), abs=1e-6)
 
@@ -174,12 +174,12 @@ def test_orthohash_loss(cls, multi_label: bool) -> None:
         for c in range(C):
             cos, y = cosine(v[i], centers[c]), float(labels[i, c])
             if cls is OrthoCos:
-                z.append(s * (cos - margin * y))  # eq. 6
+                z.append(s * (cos - margin * y))  # cosine margin (OrthoCos)
             else:
-                z.append(s * math.cos(math.acos(max(min(cos, 0.99999), -0.99999)) + margin * y))  # eq. 7
+                z.append(s * math.cos(math.acos(max(min(cos, 0.99999), -0.99999)) + margin * y))  # angular margin (OrthoArc)
         rows.append(z)
     assert val(losses["ce"]) == pytest.approx(soft_ce(rows, labels), abs=1e-6)
-    q = sum(1 - cosine(v[i], [sgn(x) for x in v[i]]) for i in range(B)) / B  # eq. 9
+    q = sum(1 - cosine(v[i], [sgn(x) for x in v[i]]) for i in range(B)) / B  # quantisation 1 − cos(v, sign v)
     assert val(losses["quantization"]) == pytest.approx(quan * q, abs=1e-6)
 
 
@@ -210,7 +210,7 @@ def test_greedyhash_loss_and_straight_through_gradient(multi_label: bool) -> Non
     m = method(GreedyHash, labels, alpha=0.2)
     losses = m.training_step(u, batch(labels))
     rows = [linear(m.module, [sgn(float(x)) for x in u[i]]) for i in range(B)]
-    penalty = sum(abs(abs(float(u[i, k])) - 1) ** 3 for i in range(B) for k in range(K)) / (B * K)  # eq. 8
+    penalty = sum(abs(abs(float(u[i, k])) - 1) ** 3 for i in range(B) for k in range(K)) / (B * K)  # penalty ‖|u| − 1‖₃³
     assert m.module.bias is None
     assert val(losses["ce"]) == pytest.approx(soft_ce(rows, labels), abs=1e-6)
     assert val(losses["penalty"]) == pytest.approx(0.2 * penalty, abs=1e-6)
@@ -231,7 +231,7 @@ def test_jmlh_loss_and_estimator(multi_label: bool) -> None:
     for i in range(B):
         q = [1 / (1 + math.exp(-float(x))) for x in u[i]]
         rows.append(linear(m.module, [1.0 if p > 0.5 else 0.0 for p in q]))
-        kl += sum(p * math.log(p / 0.5) + (1 - p) * math.log((1 - p) / 0.5) for p in q)  # eq. 6
+        kl += sum(p * math.log(p / 0.5) + (1 - p) * math.log((1 - p) / 0.5) for p in q)  # KL prior to Bern(1/2)
     assert val(losses["ce"]) == pytest.approx(soft_ce(rows, labels), abs=1e-6)
     assert val(losses["kl"]) == pytest.approx(0.4 * kl / B, abs=1e-6)
     x = u.clone().requires_grad_(True)
@@ -241,7 +241,7 @@ def test_jmlh_loss_and_estimator(multi_label: bool) -> None:
     wc, wq = torch.randn(B, K, dtype=torch.float64), torch.randn(B, K, dtype=torch.float64)
     ((code * wc).sum() + (q * wq).sum()).backward()
     p = torch.sigmoid(u)
-    assert torch.allclose(x.grad, p * (1 - p) * (wc + wq), atol=1e-12)  # eq. 5
+    assert torch.allclose(x.grad, p * (1 - p) * (wc + wq), atol=1e-12)  # the gradient estimator
 
 
 def test_sdhc_loss_and_single_label_only() -> None:
@@ -285,7 +285,7 @@ def test_bihalf_supervised_loss_and_layer(multi_label: bool) -> None:
     assert torch.equal(b.sum(0), torch.zeros(K, dtype=torch.float64))  # every bit splits the batch in half
     g = torch.randn(B, K, dtype=torch.float64)
     (b * g).sum().backward()
-    assert torch.allclose(x.grad, g + 6.0 / (B * K) * (u - b.detach()), atol=1e-12)  # eq. 10
+    assert torch.allclose(x.grad, g + 6.0 / (B * K) * (u - b.detach()), atol=1e-12)  # arXiv v1 eq. 9
 
 
 @pytest.mark.parametrize("multi_label", [False, True])

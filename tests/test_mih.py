@@ -99,6 +99,26 @@ def test_mih_tables_core_against_brute_force(engine):
             assert got == sorted(zip(r.tolist(), p.tolist(), dist[r, p].tolist()))
 
 
+def test_mih_table_build_is_a_stable_sort_by_substring(monkeypatch):
+    """The compiled build (a counting sort per table, tables on several threads) equals an obvious
+    reference: positions stably sorted by substring value, and bucket starts from a histogram. Keys
+    are clustered so that buckets hold many equal keys and many are empty."""
+    if hkernel.load() is None:
+        pytest.skip("no C compiler: the numpy build is the reference itself")
+    rng = np.random.default_rng(11)
+    n, bits = 70_000, 64
+    centres = rng.choice([-1, 1], size=(40, bits))
+    packed = pack_bits(_clustered(rng, n, bits, centres, 0.02)).numpy()
+    for m in (3, 4, 6):  # substrings of 22/21, 16 and 11 bits
+        t = mih.build_tables(packed, bits, m=m, threads=2)
+        keys = t.keys(packed)
+        for j, s in enumerate(t.widths):
+            want_perm = np.argsort(keys[:, j], kind="stable")
+            want_off = np.concatenate([[0], np.cumsum(np.bincount(keys[:, j], minlength=1 << s))])
+            np.testing.assert_array_equal(t.perm(j), want_perm)
+            np.testing.assert_array_equal(t.off(j), want_off)
+
+
 def test_mih_prunes_structured_codes():
     """On clustered codes a close query compares only a small fraction of the collection."""
     rng = np.random.default_rng(3)

@@ -85,6 +85,32 @@ def test_ties_insertion_is_index_order(tmp_path: Path) -> None:
         assert d.tolist() == D[row].tolist()
 
 
+def test_search_batcher_answers_each_query_as_alone(tmp_path: Path) -> None:
+    """Queued searches with mixed k / radius / tie rules are batched (the worker is held on its first
+    batch so the rest queue up) and each gets exactly the brute-force reference's answer."""
+    from hashkit.serve.engine import SearchBatcher, SearchRequest
+
+    index, codes = small_index(tmp_path)
+    rng = np.random.default_rng(5)
+    started, gate = threading.Event(), threading.Event()
+    batcher = SearchBatcher()
+    run_batch = batcher.run_batch
+    batcher.run_batch = lambda requests: (started.set(), gate.wait(10), run_batch(requests))[2]  # type: ignore[method-assign]
+    try:
+        asks = [(k, None) for k in (1, 7, 7, 7, 50)] + [(None, r) for r in (0, 3, 3)]
+        outputs = rng.normal(size=(len(asks) + 1, index.bits)).astype(np.float32)
+        futures = [batcher.submit(SearchRequest(index, outputs[0], 3, None, "score"))]  # held in the worker
+        assert started.wait(10)
+        futures += [batcher.submit(SearchRequest(index, o, k, r, "score")) for o, (k, r) in zip(outputs[1:], asks)]
+        gate.set()
+        got = [f.result(timeout=30) for f in futures]
+    finally:
+        batcher.close()
+    assert batcher.items == len(futures) and batcher.batches == 2  # the held one, then the eight queued at once
+    for (d, i), o, (k, r) in zip(got, outputs, [(3, None)] + asks):
+        assert list(zip(d.tolist(), i.tolist())) == reference(codes, o, k, r), (k, r)
+
+
 def test_gather_codes_reads_any_positions(tmp_path: Path) -> None:
     index, codes = small_index(tmp_path, n=9000, bits=20)
     positions = np.array([8999, 0, 4500, 4500, 17, 4096, 4095])

@@ -144,8 +144,14 @@ def _substring_masks(nbytes: int, starts: tuple[int, ...], widths: tuple[int, ..
     return np.packbits(bitsv, axis=1, bitorder="big").view(np.uint64)
 
 
-def build_tables(packed: np.ndarray, bits: int, m: int | None = None) -> MihTables:
-    """Build the MIH tables of packed codes (n, ceil(bits/8)); ``m`` defaults to :func:`choose_m`."""
+def build_tables(packed: np.ndarray, bits: int, m: int | None = None, threads: int | None = None) -> MihTables:
+    """Build the MIH tables of packed codes (n, ceil(bits/8)); ``m`` defaults to :func:`choose_m`.
+
+    The ``m`` tables are independent: with the compiled kernel they are built on ``threads`` threads
+    (default: the CPU count), each a counting sort of its substring keys (``hk_mih_build``). The sort is
+    memory-bound (a random write per code into ``2^s`` buckets); an LSD radix sort with 6-11-bit digits
+    was measured no faster on this 2-core VM (10M codes, 22-bit keys: 0.53-0.64 s against 0.37-0.62 s)
+    and was not kept."""
     n = len(packed)
     if n > MAX_CODES:
         raise HashkitError(f"multi-index hashing holds at most {MAX_CODES} codes per segment; got {n}")
@@ -154,14 +160,16 @@ def build_tables(packed: np.ndarray, bits: int, m: int | None = None) -> MihTabl
         raise HashkitError(f"MIH substrings of {widths[0]} bits are too wide (at most 32); use m >= {-(-bits // 32)}")
     tab = np.empty(MihTables.size_entries(n, widths), np.uint32)
     starts = tuple(int(x) for x in np.cumsum((0,) + widths[:-1]))
+    at = np.cumsum([0] + [(1 << s) + 1 + n for s in widths])
     lib = kernel.load() if sys.byteorder == "little" else None  # hk_mih_keys reads little-endian words
     words = np.ascontiguousarray(packed_to_words(packed)) if lib is not None else None
-    keys = np.empty(n, np.uint32)
-    at = 0
-    for j, s in enumerate(widths):
-        off = tab[at : at + (1 << s) + 1]
-        perm = tab[at + (1 << s) + 1 : at + (1 << s) + 1 + n]
+
+    def one_table(j: int) -> None:
+        s = widths[j]
+        off = tab[at[j] : at[j] + (1 << s) + 1]
+        perm = tab[at[j] + (1 << s) + 1 : at[j + 1]]
         if lib is not None:
+            keys = np.empty(n, np.uint32)
             lib.hk_mih_keys(words.ctypes.data, n, words.shape[1], starts[j], s, keys.ctypes.data)
             lib.hk_mih_build(keys.ctypes.data, n, s, off.ctypes.data, perm.ctypes.data)
         else:
@@ -169,7 +177,8 @@ def build_tables(packed: np.ndarray, bits: int, m: int | None = None) -> MihTabl
             off[0] = 0
             np.cumsum(np.bincount(keys, minlength=1 << s), out=off[1:], dtype=np.uint32)
             perm[:] = np.argsort(keys, kind="stable")
-        at += (1 << s) + 1 + n
+
+    _run(one_table, list(range(len(widths))), _threads(threads) if lib is not None else 1)
     return MihTables(bits, n, widths, tab)
 
 

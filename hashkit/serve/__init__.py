@@ -43,9 +43,7 @@ class ServerHandle:
     def stop(self, timeout: float = 10.0) -> None:
         self.server.should_exit = True
         self.thread.join(timeout)
-        batcher = getattr(self.app.state, "batcher", None)
-        if batcher is not None:
-            batcher.close()
+        close_workers(self.app)
 
 
 def serve(
@@ -83,7 +81,7 @@ def serve(
         except SystemExit:  # uvicorn exits when it cannot bind: say it in one line below
             pass
         finally:
-            app.state.batcher.close()
+            close_workers(app)
         if not server.started:
             raise HashkitError(f"cannot listen on {host}:{port} (in use, or not an address of this machine); try another --port")
         return None
@@ -93,10 +91,18 @@ def serve(
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             server.should_exit = True
-            app.state.batcher.close()
+            close_workers(app)
             raise HashkitError(f"cannot listen on {host}:{port} (in use, or not an address of this machine); try another --port")
         time.sleep(0.02)
     bound = server.servers[0].sockets[0].getsockname()
     handle = ServerHandle(server, thread, host, int(bound[1]), app)
     logger.info(f"hashkit serve: {handle.url}")
     return handle
+
+
+def close_workers(app: Any) -> None:
+    """Stop the app's encode and search worker threads."""
+    for name in ("batcher", "searcher"):
+        worker = getattr(app.state, name, None)
+        if worker is not None:
+            worker.close()

@@ -37,6 +37,8 @@ from hashkit.errors import HashkitError
 from hashkit.serve.engine import (
     DEFAULT_MAX_PIXELS,
     EncodeBatcher,
+    SearchBatcher,
+    SearchRequest,
     ItemSource,
     LiveIndex,
     UploadError,
@@ -122,11 +124,13 @@ def create_app(
     else:
         items.dataset_ready.set()
     batcher = EncodeBatcher(hasher)
+    searcher = SearchBatcher()
     index_label = str(index)
     runs_root = Path(runs) if runs is not None else None
 
     app = FastAPI(title="hashkit serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.batcher = batcher
+    app.state.searcher = searcher
     app.state.live = live
     app.state.items = items
     app.add_middleware(BodyLimit, limit_mb=max_upload_mb)
@@ -181,10 +185,7 @@ def create_app(
         encoded = now_ms()
         current = live.current()
         outputs = output[None, :]
-        if radius is not None:
-            hits = await run_in_threadpool(tie_order.within, current, outputs, radius, ties)
-        else:
-            hits = await run_in_threadpool(tie_order.knn, current, outputs, k, ties)
+        hits = [await asyncio.wrap_future(searcher.submit(SearchRequest(current, output, k, radius, ties)))]
         searched = now_ms()
         matched = len(hits[0][1])
         if radius is not None and matched > MAX_RESULTS:
