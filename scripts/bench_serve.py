@@ -160,7 +160,7 @@ def main() -> None:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--items", type=int, default=1_000_000, help="synthetic index size (0: only --index)")
     parser.add_argument("--bits", type=int, default=64)
     parser.add_argument("--requests", type=int, default=100, help="requests per measurement (bounded)")
     parser.add_argument("--index", default=None, help="also bench this index (e.g. hashkit encode --database)")
@@ -169,11 +169,12 @@ def main() -> None:
     image = query_jpeg()
     report = {"torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_average": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = make_checkpoint(Path(tmp) / "lite0-224.pt", args.bits)
-        build_s = make_index(Path(tmp) / "synthetic.index", checkpoint, args.items, args.bits)
-        report["forward_ms_per_image"] = forward_cost(checkpoint, image)
-        report["synthetic"] = {"items": args.items, "bits": args.bits, "build_s": round(build_s, 2),
-                               **bench(Path(tmp) / "synthetic.index", checkpoint, args.requests, image)}
+        if args.items > 0:
+            checkpoint = make_checkpoint(Path(tmp) / "lite0-224.pt", args.bits)
+            build_s = make_index(Path(tmp) / "synthetic.index", checkpoint, args.items, args.bits)
+            report["forward_ms_per_image"] = forward_cost(checkpoint, image)
+            report["synthetic"] = {"items": args.items, "bits": args.bits, "build_s": round(build_s, 2),
+                                   **bench(Path(tmp) / "synthetic.index", checkpoint, args.requests, image)}
     if args.index:
         if not args.checkpoint:
             raise SystemExit("bench_serve: --index needs --checkpoint")
