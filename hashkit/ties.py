@@ -5,15 +5,23 @@ distance 0 from one query), so "ties go to the item added first" puts whatever w
 top. When *searching* (not evaluating — the evaluator keeps the stable, documented tie order) hashkit
 orders items at the same Hamming distance by the asymmetric score ``s = u · b``: the query's real-valued
 network output ``u`` (before the sign; flip-averaged when the run encodes that way) against the item's
-±1 code ``b``, higher first, then by insertion position. For a fixed distance d, ``u · b = ‖u‖₁ −
-2 Σ_{i: b_i ≠ sign u_i} |u_i|``, so the score prefers items whose d disagreeing bits are the ones the
-network was least sure of. Items with the *same code* get the same score: their order stays insertion
-order (no code-only method can separate them).
+±1 code ``b``, higher first. For a fixed distance d, ``u · b = ‖u‖₁ − 2 Σ_{i: b_i ≠ sign u_i} |u_i|``,
+so the score prefers items whose d disagreeing bits are the ones the network was least sure of.
+
+Items with the *same code* get the same score, and no code-only rule can separate them. They are put in
+a fixed pseudo-random order of their positions (:func:`scramble`, a bijective multiplicative hash), not in
+insertion order: collections are usually encoded in file-name order, i.e. class by class, and insertion
+order then puts the stray items of the classes stored first at the top of every tie group (measured on
+the CIFAR-10 database with a 32-bit OrthoCos model, where a median of 3,401 items share the query's code:
+P@10 0.27 in insertion order; README "Web page" has the figures). The order is deterministic (the same
+index gives the same answer), independent of the query, and any order inside a group of identical codes
+is as defensible as another; this one is not correlated with how the files were named.
 
 Written on top of the public :class:`hashkit.index.Index` API (``search``, ``range_search``, ``codes``),
 so it works with every backend: a k-NN query asks for k + 1 neighbours; when the (k+1)-th is farther
 than the k-th, no tie crosses the cut and only the top k are re-ordered; otherwise every item within the
-k-th distance is fetched with ``range_search`` and the best k by (distance, −score, position) are kept.
+k-th distance is fetched with ``range_search`` and the best k by (distance, −score, scramble(position))
+are kept.
 Cost: one dot product per candidate, plus one range scan when a tie group is cut.
 """
 
@@ -62,12 +70,22 @@ def gather_codes(index: Any, positions: np.ndarray) -> np.ndarray:
     return out
 
 
+SCRAMBLE = 0x9E3779B97F4A7C15  # odd, so p ↦ p · SCRAMBLE mod 2^64 is a bijection (Fibonacci hashing)
+
+
+def scramble(positions: np.ndarray) -> np.ndarray:
+    """The tie order of identical codes: positions mapped through a fixed bijection of uint64 (p · SCRAMBLE
+    mod 2^64), so it is deterministic, total and unrelated to insertion order."""
+    with np.errstate(over="ignore"):
+        return np.asarray(positions).astype(np.uint64) * np.uint64(SCRAMBLE)
+
+
 def _order(index: Any, output: np.ndarray, dist: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Permutation sorting (dist, pos) by (distance, −score, position)."""
+    """Permutation sorting (dist, pos) by (distance, −score, scramble(position))."""
     if len(pos) <= 1:
         return np.arange(len(pos))
     score = gather_codes(index, pos) @ np.asarray(output, np.float32)
-    return np.lexsort((pos, -score, dist))
+    return np.lexsort((scramble(pos), -score, dist))
 
 
 def knn(index: Any, outputs: np.ndarray, k: int, ties: str = "score", backend: str = "native",
@@ -102,7 +120,7 @@ def knn(index: Any, outputs: np.ndarray, k: int, ties: str = "score", backend: s
 
 def within(index: Any, outputs: np.ndarray, radius: int, ties: str = "score", backend: str = "native",
            device: Any = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per query, every item within Hamming ``radius``, ordered by (distance, −score, position)."""
+    """Per query, every item within Hamming ``radius``, ordered by (distance, −score, scramble(position))."""
     outputs = np.asarray(outputs, dtype=np.float32)
     ties = check_ties(ties)
     hits = index.range_search(signs(outputs), radius, backend=backend, device=device)

@@ -5,8 +5,9 @@
 
 Encodes the run's queries (real-valued outputs) and database (codes) exactly as ``hashkit evaluate`` does (same
 split, same pipeline, flip averaging when the run used it), then ranks every database item per query by
-(Hamming distance, insertion position) and by (Hamming distance, −u·b, position) — ``hashkit search``'s default,
-see hashkit/ties.py — and prints both metrics as JSON. ``--save-index`` also writes the database codes as an index
+(Hamming distance, insertion position) and by (Hamming distance, −u·b, scrambled position) — ``hashkit search``'s
+default, see hashkit/ties.py — (and, for comparison, by the score with identical codes in insertion order) and
+prints the metrics as JSON. ``--save-index`` also writes the database codes as an index
 (the ids and model identity ``hashkit encode --database`` would write), e.g. for ``scripts/bench_serve.py --index``. The insertion-order mAP is checked against
 ``hashkit.evaluate`` (it must agree to 1e-9: same ranking, independent code).
 """
@@ -22,17 +23,20 @@ import torch
 
 
 def ranked_metrics(outputs: np.ndarray, db_codes: np.ndarray, q_labels: np.ndarray, db_labels: np.ndarray,
-                   use_score: bool, n_at: int = 10) -> tuple[float, float]:
-    """(mAP@ALL, P@n_at): a slow, obvious per-query ranking (relevance = sharing a label)."""
+                   use_score: bool, n_at: int = 10, scrambled: bool = True) -> tuple[float, float]:
+    """(mAP@ALL, P@n_at): a slow, obvious per-query ranking (relevance = sharing a label). With the score,
+    identical codes are ordered by scrambled position (``hashkit search``) or, ``scrambled=False``, by
+    position (the order before 2026-11-30)."""
     q_codes = np.where(outputs >= 0, 1.0, -1.0).astype(np.float32)
     db = db_codes.astype(np.float32)
     bits = db.shape[1]
     positions = np.arange(len(db))
+    tie_key = (positions.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) if scrambled else positions
     aps, pats = [], []
     for row in range(len(outputs)):
         dist = (bits - db @ q_codes[row]) / 2
         if use_score:
-            order = np.lexsort((positions, -(db @ outputs[row].astype(np.float32)), dist))
+            order = np.lexsort((tie_key, -(db @ outputs[row].astype(np.float32)), dist))
         else:
             order = np.lexsort((positions, dist))
         relevant = (db_labels[order] @ q_labels[row]) > 0
@@ -73,6 +77,7 @@ def main() -> None:
                                metrics=["map", "precision_at"], topk=None)
     insertion = ranked_metrics(outputs.numpy(), db, q_labels, db_labels, use_score=False)
     score = ranked_metrics(outputs.numpy(), db, q_labels, db_labels, use_score=True)
+    score_insertion = ranked_metrics(outputs.numpy(), db, q_labels, db_labels, use_score=True, scrambled=False)
     assert abs(insertion[0] - reference["map"]) < 1e-9, (insertion[0], reference["map"])
     if args.save_index:
         from hashkit.api import model_identity
@@ -89,6 +94,7 @@ def main() -> None:
         "num_query": len(splits.query), "num_database": len(db),
         "insertion": {"map": round(insertion[0], 4), "p@10": round(insertion[1], 4)},
         "score": {"map": round(score[0], 4), "p@10": round(score[1], 4)},
+        "score_identical_codes_by_insertion": {"map": round(score_insertion[0], 4), "p@10": round(score_insertion[1], 4)},
         "median_items_sharing_the_query_code": int(np.median(tied)),
         "encode_s": round(encoded - started, 1), "rank_s": round(time.perf_counter() - encoded, 1),
     }, indent=1))

@@ -60,7 +60,8 @@ def test_encode_append_search_match_brute_force(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["count"] == 18
 
-    # Reference: encode with the Python API, rank by Hamming distance with ties by insertion order.
+    # Reference: encode with the Python API, rank by Hamming distance with ties by insertion order
+    # (--ties insertion below; the default tie rule is checked against its own reference in test_serve.py).
     model = hashkit.load(checkpoint)
     ordered = sorted(first, key=lambda p: str(p)) + more
     codes = model.encode([str(p) for p in ordered], progress=False).astype(np.int64)
@@ -68,7 +69,7 @@ def test_encode_append_search_match_brute_force(tmp_path: Path) -> None:
     distances = ((codes != codes[3]).sum(axis=1)).tolist()
     expected = sorted(range(len(ordered)), key=lambda j: (distances[j], j))[:5]
 
-    out = cli("search", "--index", str(index_dir), "--checkpoint", str(checkpoint), "--query", str(query), "--k", "5", "--json")
+    out = cli("search", "--index", str(index_dir), "--checkpoint", str(checkpoint), "--query", str(query), "--k", "5", "--ties", "insertion", "--json")
     assert out.returncode == 0, out.stderr
     hits = json.loads(out.stdout)["queries"][0]["results"]
     assert [h["position"] for h in hits] == expected
@@ -80,7 +81,7 @@ def test_encode_append_search_match_brute_force(tmp_path: Path) -> None:
 
     radius = sorted(distances)[6]
     out = cli("search", "--index", str(index_dir), "--checkpoint", str(checkpoint), "--query", str(query),
-              "--radius", str(radius), "--json")
+              "--radius", str(radius), "--ties", "insertion", "--json")
     hits = json.loads(out.stdout)["queries"][0]["results"]
     assert [h["position"] for h in hits] == sorted((j for j in range(18) if distances[j] <= radius), key=lambda j: (distances[j], j))
 

@@ -34,19 +34,20 @@ from test_retrieval_cli import make_checkpoint, make_images  # noqa: E402
 
 
 def reference(codes_pm1: np.ndarray, output: np.ndarray, k: int | None, radius: int | None) -> list[tuple[int, int]]:
-    """Every item's (distance, position), sorted by distance, then u·b descending, then position."""
+    """Every item's (distance, position), sorted by distance, then u·b descending, then identical codes by
+    the position times 0x9E3779B97F4A7C15 modulo 2**64 (Python integers: an independent transcription)."""
     q = np.where(output >= 0, 1, -1)
     rows = []
     for pos, code in enumerate(codes_pm1):
         dist = int((code != q).sum())
         score = float(np.dot(code.astype(np.float32), output.astype(np.float32)))
-        rows.append((dist, -score, pos))
+        rows.append((dist, -score, (pos * 0x9E3779B97F4A7C15) % 2**64, pos))
     rows.sort()
     if radius is not None:
         rows = [r for r in rows if r[0] <= radius]
     if k is not None:
         rows = rows[:k]
-    return [(d, p) for d, _, p in rows]
+    return [(d, p) for d, _, _, p in rows]
 
 
 def small_index(tmp_path: Path, n: int = 600, bits: int = 12, seed: int = 0) -> tuple[Index, np.ndarray]:
@@ -72,6 +73,18 @@ def test_ties_match_brute_force_reference(tmp_path: Path) -> None:
         hits = ties.within(index, outputs, radius)
         for row, (d, i) in enumerate(hits):
             assert list(zip(d.tolist(), i.tolist())) == reference(codes, outputs[row], None, radius)
+
+
+def test_identical_codes_are_not_in_insertion_order(tmp_path: Path) -> None:
+    """A class-sorted collection where every item has the query's code: the score ties them all, and the
+    order must not be the insertion order (which would show the first-stored class first)."""
+    index = Index.create(tmp_path / "same.index", 8)
+    index.add(np.ones((200, 8), np.int8), ids=[f"class{i // 50}/{i}" for i in range(200)])
+    d, i = ties.knn(index, np.full((1, 8), 0.5, np.float32), 10)[0]
+    assert d.tolist() == [0] * 10
+    assert i.tolist() != list(range(10))
+    assert len({int(p) // 50 for p in i}) > 1  # more than one stored "class" among the first ten
+    assert i.tolist() == sorted(range(200), key=lambda p: (p * 0x9E3779B97F4A7C15) % 2**64)[:10]
 
 
 def test_ties_insertion_is_index_order(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Encode query images with the checkpoint and return, per query, the k nearest index items\n"
         "by Hamming distance, or every item within --radius. Items at the same distance are ordered by the\n"
         "query's real-valued network output against their codes (--ties score: an asymmetric score, one dot\n"
-        "product per candidate), or in insertion order (--ties insertion, the evaluator's order).",
+        "product per candidate; items with identical codes in a fixed pseudo-random order of their positions),\n"
+        "or in insertion order (--ties insertion, the evaluator's order).",
     )
     parser.add_argument("--index", required=True, help="index folder written by hashkit encode")
     parser.add_argument("--checkpoint", required=True, help="the checkpoint the index was encoded with")
