@@ -27,6 +27,7 @@ import os
 import queue
 import threading
 import time
+from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +86,7 @@ def decode_upload(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) 
         raise UploadError(f"{name}: {exc}; send a smaller image") from exc
 
 
-class Batcher:
+class Batcher(ABC):
     """A worker thread that runs queued requests in batches: whatever arrived while one batch ran forms
     the next (up to ``max_batch``). Subclasses say what a batch does (:meth:`run_batch`); a failure is
     handed to every request of its batch and the worker goes on."""
@@ -98,9 +99,9 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
+    @abstractmethod
     def run_batch(self, requests: list[Any]) -> list[Any]:
         """One result per request, in order."""
-        raise NotImplementedError
 
     def _submit(self, request: Any) -> Future:
         future: Future = Future()
