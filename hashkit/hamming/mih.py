@@ -283,7 +283,8 @@ def mih_range(
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
 
 
-def _run(task: Any, spans: list[tuple[int, int]], threads: int) -> list[Any]:
+def _run(task: Any, spans: list[Any], threads: int) -> list[Any]:
+    """task(span) for every span (query row ranges, or table numbers), on up to ``threads`` threads."""
     if threads <= 1 or len(spans) <= 1:
         return [task(s) for s in spans]
     with ThreadPoolExecutor(min(threads, len(spans))) as pool:  # ctypes and numpy release the GIL
