@@ -8,8 +8,8 @@ v = BN(u), the continuous code u of the hash layer batch-normalised per bit; z_c
 the fixed class code C_c (Hadamard rows here, hashkit.centers; the paper's codes are orthogonal ±1
 vectors); loss = softmax cross-entropy of s·margin(z) (cosine or angular margin), multi-label items
 against their labels normalised to sum 1 (the authors' "label smoothing" multi-label loss); optional
-quantisation term q·mean(1 − cos(v, sign v)) (q = 0 by default, as in the authors' configs). The paper's equation numbers were not verified against
-its text, so the terms are named here rather than numbered.
+quantisation term q·mean(1 − cos(v, sign v)) (q = 0 by default, as in the authors' configs). The paper's
+equation numbers were not verified against its text, so the terms are named here rather than numbered.
 
 The batch-norm and the codes: the authors binarise sign(BN(u)) with BN in eval mode. Here codes come
 from the network alone (hashkit.method), so the batch-norm has no affine part (reading: its role is to
