@@ -242,6 +242,10 @@ def test_cpu_recipe_sets_dhn_lamda_unless_the_user_did() -> None:
     assert config_of("--method", "dhn", "--cpu-recipe", "--lamda", "1")["lamda"] == 1.0  # the user's value wins
     assert config_of("--method", "dhn")["lamda"] == 1.0  # without the recipe: the seed's default
     assert "lamda" not in config_of("--method", "dpsh", "--cpu-recipe")
+    # DPSH's recipe adds four cached views (measured 0.7038 vs 0.6902 without); the flag still wins.
+    assert config_of("--method", "dpsh", "--cpu-recipe")["cached_views"] == 4
+    assert config_of("--method", "dpsh", "--cpu-recipe", "--cached-views", "0")["cached_views"] == 0
+    assert config_of("--method", "dpsh")["cached_views"] == 0
 
 
 # ---------------------------------------------------------------- real CIFAR-10, small CPU runs
