@@ -36,7 +36,10 @@ class JMLH(CodeClassifierMethod):
     name = "jmlh"
     paper = "Shen, Liu, Chen, Shao, Ling. Embarrassingly Simple Binary Representation Learning. ICCV Workshops 2019"
     hyperparameters = {"lamda": Hyper(0.1, "weight λ of the KL prior term KL(Bern(σ(u)) ‖ Bern(½))")}
-    recipes = {"seed": {**FIRE_SEED, "hash_init_std": 0.01}, "cpu": {"cached_views": 4}}  # FIRe: N(0, 0.01²) hash layer
+    # seed: FIRe's, with its N(0, 0.01²) hash layer. cpu: 20 epochs instead of the shared 32 — measured on the
+    # CIFAR-10 seed protocol at 32 bits (seed 0, mAP@ALL): 0.7683 in 20 epochs against 0.7659 in 32 (one run
+    # each, the same within noise) at 62 % of the training time; see the README's CPU results, note 6.
+    recipes = {"seed": {**FIRE_SEED, "hash_init_std": 0.01}, "cpu": {"cached_views": 4, "max_iter": 20}}
 
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         eps = torch.rand_like(outputs) if self.classifier.training else torch.full_like(outputs, 0.5)
