@@ -60,6 +60,7 @@ COMMON_FLAGS: dict[str, Flag] = {
     "train_from": Flag(None, "fine-tune only the backbone stages from STAGE on (e.g. block11), on activations of the frozen stages before it computed once and cached on disk (--cache-dir); absent or 0 = full fine-tuning"),
     "freeze_backbone": Flag(False, "train only the hash layer on backbone features computed once and cached on disk (= --train-from after the last stage)", bool),
     "cached_flip": Flag(True, "with --train-from/--freeze-backbone: flip cached activations horizontally at random (augmentation)", bool),
+    "freeze_depthwise": Flag(False, "keep the ImageNet weights of the backbone's depthwise convolutions fixed (the pointwise convolutions, batch-norms and hash layer still train): on CPUs without AVX-512 their weight gradient has no fast kernel and is about half of a training step (README, CPU results ⁹)", bool),
     "cached_views": Flag(0, "with --train-from: also cache N randomly cropped and flipped views of each training image once and train on a random one of the N+1 (image-level augmentation)", int),
     "encode_flip": Flag(None, "encode each image as the mean of the network's outputs on its input and on the horizontal mirror of that input (the image; under --train-from the cached activations), then take the sign; default off, on under --recipe cpu", bool),
 }

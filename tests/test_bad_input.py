@@ -202,6 +202,7 @@ def test_flag_and_folder_mistakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         (["--from", str(other)], f"--from {other} has code_length 16 but this run uses 32; pass --code-length 16"),
         (["--out", str(blocker / "out")], f"results folder {blocker}/out is not writable"),
         (["--out", str(existing)], f"{existing} already holds a run (status finished); pass --resume to continue it"),
+        (["--arch", "alexnet", "--freeze-depthwise"], "--freeze-depthwise: backbone alexnet has no depthwise convolutions; drop the flag"),
     ]
     for i, (extra, expected) in enumerate(early + later):
         out = tmp_path / f"o{i}"

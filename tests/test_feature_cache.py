@@ -21,7 +21,7 @@ from hashkit.config import resolve_config
 from hashkit.data.base import ImageCollection, one_hot
 from hashkit.errors import HashkitError
 from hashkit.feature_cache import CacheKey, fold_batchnorm, item_keys, read_shard, state_dict_hash
-from hashkit.model import build_model
+from hashkit.model import build_model, freeze_depthwise_convolutions
 from hashkit.pipeline import ImagePipeline
 from hashkit.trainer import build_optimizer
 
@@ -356,6 +356,31 @@ def test_training_leaves_the_frozen_prefix_untouched(pretrained_state, tmp_path)
     suffix_after = model.backbone[12:].state_dict()
     assert not torch.equal(suffix_after["block11.dw_bn.running_mean"], suffix_before["block11.dw_bn.running_mean"])
     assert cached.key.weights == state_dict_hash(model.backbone[:12])
+
+
+def test_freeze_depthwise_keeps_only_the_depthwise_weights(pretrained_state, tmp_path) -> None:
+    """--freeze-depthwise: the 16 depthwise convolutions keep their weights; the layers below them still
+    get gradients through them (the expand convolution of block11 changes), the rest trains."""
+    images = pixel_images(16)
+    model = make_model(pretrained_state)
+    assert freeze_depthwise_convolutions(model.backbone) == 16
+    assert freeze_depthwise_convolutions(nn.Sequential(nn.Conv2d(4, 4, 3), nn.Conv2d(4, 8, 1))) == 0
+    cached = pipeline(model, 12, tmp_path)
+    before = {k: v.clone() for k, v in model.backbone[12:].state_dict().items()}
+    optimizer = build_optimizer(model, {"lr": 1e-3, "hash_lr_mult": 1.0, "weight_decay": 1e-5, "optimizer": "adam"})
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    depthwise = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert len(depthwise) == 16 and not trained & {id(m.weight) for m in depthwise}
+    model.train()
+    for batch in cached.train_batches(images, torch.randperm(16), torch.Generator().manual_seed(0)):
+        loss = (cached.forward(batch.inputs) - 1).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = model.backbone[12:].state_dict()
+    changed = {k for k, v in before.items() if not torch.equal(after[k], v)}
+    assert not any(k.endswith("dw_conv.weight") for k in changed)
+    assert {"block11.expand_conv.weight", "block11.project_conv.weight", "block15.expand_conv.weight"} <= changed
 
 
 # ---------------------------------------------------------------- real CIFAR-10: train, then evaluate
