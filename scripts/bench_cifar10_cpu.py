@@ -263,6 +263,14 @@ def method_recipe_values(methods: list[str]) -> str:
     return "; " + "; ".join(parts) if parts else ""
 
 
+def overrides_text(overrides: dict[str, Any] | None) -> str:
+    """'; --set (wins over the above): max_iter=20, freeze_depthwise=True' — a probe's own values, so that a
+    table made with --set never reads as the recipe's."""
+    if not overrides:
+        return ""
+    return "; --set (wins over the above): " + ", ".join(f"{k}={v}" for k, v in overrides.items())
+
+
 def _sum(*values: float | None) -> float | None:
     return None if any(v is None for v in values) else sum(values)  # type: ignore[arg-type]
 
@@ -336,10 +344,11 @@ def main(argv: list[str] | None = None) -> int:
                 cells.setdefault(method, {})[bits] = {"map": None, "wall_s": None, "note": f"failed: {exc}"}
             summary = {"config": {k: config.get(k) for k in ("arch", "image_size", "train_from", "max_iter", "lr",
                        "hash_lr_mult", "lr_schedule", "batch_size", "weight_decay", "optimizer", "encode_flip", "seed")}
-                       | {"threads": torch.get_num_threads()},
+                       | {"threads": torch.get_num_threads(), "overrides": parse_overrides(args.set)},
                        "protocol": splits.protocol, "caching": caching, "context": context, "runs": cells}  # fmt: skip
             atomic_write_json(out / "bench.json", json.loads(json.dumps(summary, default=str)))
-    print(render(splits.protocol, {**config, "threads": torch.get_num_threads()}, caching, context, cells,
+    print(render(splits.protocol, {**config, "threads": torch.get_num_threads(), "overrides": parse_overrides(args.set)},
+                 caching, context, cells,
                  sorted({b for row in cells.values() for b in row})))
     return 0
 
@@ -363,7 +372,8 @@ def render(protocol: str, config: dict[str, Any], caching: dict[str, Any], conte
         f"Protocol: {protocol}. Recipe: {config['arch']} at {config['image_size']} px, train from "
         f"{config['train_from']}, {config['max_iter']} epochs, {config['optimizer']} lr {config['lr']} "
         f"({config['lr_schedule']}), hash layer ×{config['hash_lr_mult']}, batch {config['batch_size']}"
-        f"{', flip-averaged encoding' if config.get('encode_flip') else ''}{method_recipe_values(list(cells))}.",
+        f"{', flip-averaged encoding' if config.get('encode_flip') else ''}{method_recipe_values(list(cells))}"
+        f"{overrides_text(config.get('overrides'))}.",
         "",
         ("One-time caching: left to the runs (--lazy-cache; their wall times include what they cached)" if caching.get("lazy") else
          f"One-time caching: {caching['computed']} of {caching['images']} images computed in "

@@ -44,6 +44,11 @@ def test_chunks_render_as_one_table_in_registry_order(tmp_path: Path) -> None:
     with_dhn = bench.render("p", CONFIG, {"computed": 0, "images": 1, "seconds": 0, "img_per_s": None, "cpu_s": 0},
                             None, {"dhn": {32: {"map": 0.7}}}, [32])  # fmt: skip
     assert "flip-averaged encoding; dhn: lamda=0.1, " in with_dhn  # its recipes["cpu"] values, listed
+    assert "--set" not in with_dhn
+    probe = bench.render("p", {**CONFIG, "overrides": {"max_iter": 20, "freeze_depthwise": True}},
+                         {"computed": 0, "images": 1, "seconds": 0, "img_per_s": None, "cpu_s": 0}, None,
+                         {"dhn": {32: {"map": 0.7}}}, [32])  # fmt: skip
+    assert "; --set (wins over the above): max_iter=20, freeze_depthwise=True." in probe
 
 
 def test_report_only_prints_the_stored_table_without_touching_data(tmp_path: Path, capsys) -> None:
