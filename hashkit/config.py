@@ -61,6 +61,8 @@ COMMON_FLAGS: dict[str, Flag] = {
     "freeze_backbone": Flag(False, "train only the hash layer on backbone features computed once and cached on disk (= --train-from after the last stage)", bool),
     "cached_flip": Flag(True, "with --train-from/--freeze-backbone: flip cached activations horizontally at random (augmentation)", bool),
     "freeze_depthwise": Flag(False, "keep the ImageNet weights of the backbone's depthwise convolutions fixed (the pointwise convolutions, batch-norms and hash layer still train): on CPUs without AVX-512 their weight gradient has no fast kernel and is about half of a training step (README, CPU results ⁹)", bool),
+    "hash_dropout": Flag(0.0, "dropout probability on the backbone's features before the hash layer, in training (EfficientNet's ImageNet classifier: 0.2); 0 = none", float),
+    "drop_path": Flag(0.0, "stochastic depth of the backbone's residual blocks (EfficientNet-Lite: block i of 16 drops its residual branch with probability RATE × i/16 in training; EfficientNet's ImageNet training used 0.2); 0 = none", float),
     "cached_views": Flag(0, "with --train-from: also cache N randomly cropped and flipped views of each training image once and train on a random one of the N+1 (image-level augmentation)", int),
     "encode_flip": Flag(None, "encode each image as the mean of the network's outputs on its input and on the horizontal mirror of that input (the image; under --train-from the cached activations), then take the sign; default off, on under --recipe cpu", bool),
 }

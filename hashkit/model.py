@@ -41,6 +41,7 @@ class HashModel(nn.Module):
         hash_activation: str | None = None,
         hash_init_std: float | None = None,
         hash_head: str | None = None,
+        hash_dropout: float | None = None,
     ) -> None:
         super().__init__()
         check_code_length(code_length)
@@ -55,6 +56,12 @@ class HashModel(nn.Module):
         self.backbone = backbone
         self.code_length = code_length
         self.hash_layer = nn.Linear(backbone.feature_dim, code_length)
+        dropout = float(hash_dropout or 0.0)
+        if not 0.0 <= dropout < 1.0:
+            raise HashkitError(f"--hash-dropout must be in [0, 1) (EfficientNet's classifier uses 0.2), got {hash_dropout}")
+        # --hash-dropout: dropout on the backbone's features in training, as an ImageNet classifier head has
+        # (EfficientNet 0.2); no module (and the plain features) at 0, so such runs are unchanged.
+        self.feature_dropout = nn.Dropout(dropout) if dropout > 0 else None
         if hash_init_std is not None:
             if not float(hash_init_std) > 0:
                 raise HashkitError(f"--hash-init-std must be above 0 (HashNet's seed: 0.01), got {hash_init_std}")
@@ -65,6 +72,8 @@ class HashModel(nn.Module):
         features = self.backbone[start:](x) if start else self.backbone(x)
         if self.hash_head == "relu_linear":
             features = F.relu(features)
+        if self.feature_dropout is not None:
+            features = self.feature_dropout(features)
         u = self.hash_layer(features)
         return torch.tanh(u) if self.hash_activation == "tanh" else u
 
@@ -112,6 +121,7 @@ def model_options(config: dict[str, Any]) -> dict[str, Any]:
         "hash_activation": config.get("hash_activation"),
         "hash_init_std": config.get("hash_init_std"),
         "hash_head": config.get("hash_head"),
+        "hash_dropout": config.get("hash_dropout"),
     }
 
 
@@ -123,11 +133,12 @@ def build_model(
     hash_activation: str | None = None,
     hash_init_std: float | None = None,
     hash_head: str | None = None,
+    hash_dropout: float | None = None,
 ) -> HashModel:
     """Build backbone ``arch`` (ImageNet weights unless told otherwise) with a fresh hash layer."""
     return HashModel(
         build_backbone(arch, pretrained=pretrained, weights=weights), code_length,
-        hash_activation=hash_activation, hash_init_std=hash_init_std, hash_head=hash_head,
+        hash_activation=hash_activation, hash_init_std=hash_init_std, hash_head=hash_head, hash_dropout=hash_dropout,
     )
 
 
@@ -149,6 +160,22 @@ def freeze_depthwise_convolutions(module: nn.Module) -> int:
                 layer.bias.requires_grad_(False)
             frozen += 1
     return frozen
+
+
+def set_drop_path(module: nn.Module, rate: float) -> int:
+    """Stochastic depth (``--drop-path RATE``) on the residual blocks of ``module`` that support it (those
+    with a ``drop_path`` attribute: EfficientNet-Lite's MBConv); returns how many blocks there are.
+
+    Block i of n gets ``RATE × i / n`` — EfficientNet's "drop connect" schedule (Tan & Le 2019; the
+    reference code scales ``drop_connect_rate`` by the block index over the block count; its ImageNet
+    training used 0.2). Blocks without a residual connection ignore it; frozen (eval-mode) blocks never drop.
+    """
+    if not 0.0 <= float(rate) < 1.0:
+        raise HashkitError(f"--drop-path must be in [0, 1) (EfficientNet trained with 0.2), got {rate}")
+    blocks = [m for m in module.modules() if hasattr(m, "drop_path")]
+    for index, block in enumerate(blocks):
+        block.drop_path = float(rate) * index / len(blocks)
+    return len(blocks)
 
 
 def check_code_length(code_length: int) -> None:

@@ -203,6 +203,8 @@ def test_flag_and_folder_mistakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         (["--out", str(blocker / "out")], f"results folder {blocker}/out is not writable"),
         (["--out", str(existing)], f"{existing} already holds a run (status finished); pass --resume to continue it"),
         (["--arch", "alexnet", "--freeze-depthwise"], "--freeze-depthwise: backbone alexnet has no depthwise convolutions; drop the flag"),
+        (["--arch", "alexnet", "--drop-path", "0.2"], "--drop-path: backbone alexnet has no blocks with stochastic depth; drop the flag"),
+        (["--hash-dropout", "1"], "--hash-dropout must be in [0, 1) (EfficientNet's classifier uses 0.2), got 1.0"),
     ]
     for i, (extra, expected) in enumerate(early + later):
         out = tmp_path / f"o{i}"

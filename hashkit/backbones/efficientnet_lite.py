@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from loguru import logger
 from torch import nn
+from torchvision.ops import stochastic_depth
 
 from hashkit.backbones.base import Backbone, InputSpec, load_backbone_weights, read_state_dict
 from hashkit.errors import HashkitError
@@ -64,7 +65,14 @@ def _bn(channels: int) -> nn.BatchNorm2d:
 
 
 class MBConv(nn.Module):
-    """Inverted residual block without squeeze-excite: [1x1 expand] -> kxk depthwise -> 1x1 project (+x)."""
+    """Inverted residual block without squeeze-excite: [1x1 expand] -> kxk depthwise -> 1x1 project (+x).
+
+    ``drop_path`` (set by ``hashkit.model.set_drop_path``, ``--drop-path``): in training, the residual
+    branch of each sample is dropped with this probability and the kept ones scaled by 1/(1 − p)
+    (``torchvision.ops.stochastic_depth``, mode "row"); EfficientNet's "drop connect". 0: the plain block.
+    """
+
+    drop_path: float = 0.0
 
     def __init__(self, cin: int, cout: int, expand: int, kernel: int, stride: int) -> None:
         super().__init__()
@@ -85,7 +93,11 @@ class MBConv(nn.Module):
             h = self.act(self.expand_bn(self.expand_conv(h)))
         h = self.act(self.dw_bn(self.dw_conv(h)))
         h = self.project_bn(self.project_conv(h))
-        return h + x if self.residual else h
+        if not self.residual:
+            return h
+        if self.drop_path > 0:
+            h = stochastic_depth(h, self.drop_path, "row", self.training)
+        return h + x
 
 
 def _stages() -> "OrderedDict[str, nn.Module]":

@@ -1,0 +1,69 @@
+"""--hash-dropout and --drop-path: what they change in training, and that evaluation never sees them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from hashkit.errors import HashkitError
+from hashkit.model import build_model, set_drop_path
+
+
+def lite(**options) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("efficientnet_lite0", 16, pretrained=False, **options)
+
+
+def test_drop_path_follows_efficientnets_schedule_and_drops_whole_rows() -> None:
+    model = lite()
+    assert set_drop_path(model.backbone, 0.2) == 16
+    rates = [model.backbone[1 + i].drop_path for i in range(16)]  # stages: stem, block0..block15, head
+    assert rates == pytest.approx([0.2 * i / 16 for i in range(16)])
+    block = model.backbone[13]  # block12: 192 → 192 channels, stride 1, a residual block
+    assert block.residual and block.drop_path == pytest.approx(0.15)
+    block.drop_path = 0.5  # a large rate, so that both outcomes occur in 64 rows
+    x = torch.randn(64, 192, 4, 4)
+    block.eval()
+    plain = block(x)
+    block.drop_path = 0.0
+    assert torch.equal(block(x), plain)  # evaluation: the rate changes nothing
+    branch = plain - x
+    block.drop_path = 0.5
+    block.train()
+    for m in block.modules():  # keep BN statistics out of it: only the drop is compared
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+    torch.manual_seed(1)
+    out = block(x)
+    dropped = torch.tensor([torch.equal(out[i], x[i]) for i in range(64)])
+    kept = torch.tensor([torch.allclose(out[i], x[i] + 2 * branch[i], atol=1e-5) for i in range(64)])
+    assert bool((dropped | kept).all()) and 10 < int(dropped.sum()) < 54  # each row: dropped, or kept ×1/(1−p)
+
+
+def test_hash_dropout_only_acts_in_training() -> None:
+    plain, dropped = lite(), lite(hash_dropout=0.5)
+    assert plain.feature_dropout is None and isinstance(dropped.feature_dropout, nn.Dropout)
+    assert plain.state_dict().keys() == dropped.state_dict().keys()  # checkpoints stay interchangeable
+    dropped.load_state_dict(plain.state_dict())
+    features = torch.randn(4, 1280)  # start after the last stage: the input is the backbone's features
+    end = len(plain.backbone)
+    plain.eval(), dropped.eval()
+    assert torch.equal(plain(features, start=end), dropped(features, start=end))
+    dropped.train()
+    seen = []
+    dropped.feature_dropout.register_forward_hook(lambda module, inputs, output: seen.append((inputs[0], output)))
+    out = dropped(features, start=end)
+    given, kept = seen[0]
+    assert torch.equal(given, features)
+    zero = kept == 0
+    assert torch.allclose(kept[~zero], 2 * features[~zero]) and 0.4 < zero.float().mean() < 0.6  # ×1/(1−p)
+    assert torch.allclose(out, plain.hash_layer(kept), atol=1e-6)  # the hash layer sees the dropped features
+
+
+@pytest.mark.parametrize("options", [{"hash_dropout": 1.0}, {"hash_dropout": -0.1}])
+def test_out_of_range_rates_are_refused(options) -> None:
+    with pytest.raises(HashkitError, match="--hash-dropout must be in"):
+        lite(**options)
+    with pytest.raises(HashkitError, match="--drop-path must be in"):
+        set_drop_path(lite().backbone, 1.0)
