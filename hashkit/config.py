@@ -112,6 +112,9 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
 DEFAULT_MOMENTUM = {"sgd": 0.9, "rmsprop": 0.0, "adam": None}
 # Recipe keys that belong to the recipe's optimiser: left out when --optimizer names another one.
 OPTIMIZER_SPECIFIC = ("momentum", "nesterov")
+# Recipe keys that act on the recipe's backbone's own modules (EfficientNet-Lite's depthwise convolutions and
+# residual blocks): left out when --arch names another backbone, where they would have nothing to act on.
+ARCH_SPECIFIC = ("freeze_depthwise", "drop_path")
 
 
 class RunConfig(TypedDict, total=False):
@@ -239,6 +242,8 @@ def resolve_config(given: Mapping[str, Any], init_config: Mapping[str, Any] | No
         recipe_set = {k: v for k, v in recipe_set.items() if k not in OPTIMIZER_SPECIFIC}
         config.pop("nesterov", None)
         config["nesterov"] = GLOBAL_DEFAULTS["nesterov"]
+    if "arch" in given and "arch" in recipe_set and not same_setting("arch", recipe_set["arch"], given["arch"]):
+        recipe_set = {k: v for k, v in recipe_set.items() if k not in ARCH_SPECIFIC}
     config.update(recipe_set)
     if init_config is not None:
         source = given.get("init_from", "the --from checkpoint")
