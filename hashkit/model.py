@@ -17,6 +17,7 @@ networks differ in (config keys, set by the methods' seed recipes):
 from __future__ import annotations
 
 import torch
+from loguru import logger
 from torch import nn
 
 from typing import Any
@@ -176,6 +177,20 @@ def set_drop_path(module: nn.Module, rate: float) -> int:
     for index, block in enumerate(blocks):
         block.drop_path = float(rate) * index / len(blocks)
     return len(blocks)
+
+
+def apply_backbone_training_options(model: HashModel, config: dict[str, Any]) -> None:
+    """``--freeze-depthwise`` and ``--drop-path`` on ``model``'s backbone (training only: evaluation needs
+    neither); a one-line error when the backbone has nothing for the flag to act on."""
+    arch = config.get("arch")
+    if config.get("freeze_depthwise"):
+        frozen = freeze_depthwise_convolutions(model.backbone)
+        if frozen == 0:
+            raise HashkitError(f"--freeze-depthwise: backbone {arch} has no depthwise convolutions; drop the flag")
+        logger.info(f"--freeze-depthwise: {frozen} depthwise convolutions keep their pretrained weights")
+    rate = float(config.get("drop_path") or 0.0)
+    if rate != 0.0 and set_drop_path(model.backbone, rate) == 0:
+        raise HashkitError(f"--drop-path: backbone {arch} has no blocks with stochastic depth; drop the flag")
 
 
 def check_code_length(code_length: int) -> None:

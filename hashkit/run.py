@@ -28,7 +28,7 @@ from hashkit.device import resolve_device, seed_everything
 from hashkit.distributed import DistContext
 from hashkit.errors import HashkitError
 from hashkit.method import HashingMethod, TrainingData
-from hashkit.model import HashModel, build_model, check_code_length, freeze_depthwise_convolutions, model_options, set_drop_path
+from hashkit.model import HashModel, apply_backbone_training_options, build_model, check_code_length, model_options
 from hashkit.pipeline import ImagePipeline, InputPipeline
 from hashkit.registry import BACKBONES, DATASETS, METHODS
 from hashkit.trainer import Trainer, evaluate_run, unwrap_worker_error
@@ -179,16 +179,7 @@ def _build_trainer(
     )
     if init_checkpoint is not None:
         model.load_state_dict(init_checkpoint["model"])
-    if config.get("freeze_depthwise"):
-        frozen = freeze_depthwise_convolutions(model.backbone)
-        if frozen == 0:
-            raise HashkitError(
-                f"--freeze-depthwise: backbone {config['arch']} has no depthwise convolutions; drop the flag"
-            )
-        logger.info(f"--freeze-depthwise: {frozen} depthwise convolutions keep their pretrained weights")
-    if float(config.get("drop_path") or 0) > 0:
-        if set_drop_path(model.backbone, float(config["drop_path"])) == 0:
-            raise HashkitError(f"--drop-path: backbone {config['arch']} has no blocks with stochastic depth; drop the flag")
+    apply_backbone_training_options(model, config)
     model.to(device)
     pipeline = build_pipeline(config, model, device)
     method = build_method(config, device)

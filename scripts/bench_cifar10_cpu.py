@@ -335,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     del pipeline, model
 
     # 3. The runs.
+    overrides = parse_overrides(args.set)  # a probe's --set values, shown in the table and bench.json
     for method in methods:
         for bits in bits_list:
             try:
@@ -344,10 +345,10 @@ def main(argv: list[str] | None = None) -> int:
                 cells.setdefault(method, {})[bits] = {"map": None, "wall_s": None, "note": f"failed: {exc}"}
             summary = {"config": {k: config.get(k) for k in ("arch", "image_size", "train_from", "max_iter", "lr",
                        "hash_lr_mult", "lr_schedule", "batch_size", "weight_decay", "optimizer", "encode_flip", "seed")}
-                       | {"threads": torch.get_num_threads(), "overrides": parse_overrides(args.set)},
+                       | {"threads": torch.get_num_threads(), "overrides": overrides},
                        "protocol": splits.protocol, "caching": caching, "context": context, "runs": cells}  # fmt: skip
             atomic_write_json(out / "bench.json", json.loads(json.dumps(summary, default=str)))
-    print(render(splits.protocol, {**config, "threads": torch.get_num_threads(), "overrides": parse_overrides(args.set)},
+    print(render(splits.protocol, {**config, "threads": torch.get_num_threads(), "overrides": overrides},
                  caching, context, cells,
                  sorted({b for row in cells.values() for b in row})))
     return 0

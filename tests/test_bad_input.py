@@ -204,6 +204,7 @@ def test_flag_and_folder_mistakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         (["--out", str(existing)], f"{existing} already holds a run (status finished); pass --resume to continue it"),
         (["--arch", "alexnet", "--freeze-depthwise"], "--freeze-depthwise: backbone alexnet has no depthwise convolutions; drop the flag"),
         (["--arch", "alexnet", "--drop-path", "0.2"], "--drop-path: backbone alexnet has no blocks with stochastic depth; drop the flag"),
+        (["--drop-path", "-0.1"], "--drop-path must be in [0, 1) (EfficientNet trained with 0.2), got -0.1"),
         (["--hash-dropout", "1"], "--hash-dropout must be in [0, 1) (EfficientNet's classifier uses 0.2), got 1.0"),
     ]
     for i, (extra, expected) in enumerate(early + later):
