@@ -13,6 +13,7 @@ import torch
 
 from hashkit.codeheads import FIRE_SEED, CodeClassifierMethod, soft_cross_entropy
 from hashkit.method import Batch
+from hashkit.recipes import REGULARISED_CPU
 from hashkit.registry import METHODS
 
 
@@ -21,7 +22,9 @@ class CE(CodeClassifierMethod):
     name = "ce"
     paper = "cross-entropy baseline: a linear classifier on tanh codes (as CISiPLab's FIRe 'ce')"
     hyperparameters = {}
-    recipes = {"seed": dict(FIRE_SEED), "cpu": {"cached_views": 4}}  # the same views as the methods it baselines
+    # cpu: the recipe of the methods it baselines (hashkit.recipes.REGULARISED_CPU), measured (32 bits, seed 0):
+    # 0.7779 against 0.7649 with 4 views in 32 epochs (README CPU results, note 11).
+    recipes = {"seed": dict(FIRE_SEED), "cpu": dict(REGULARISED_CPU)}
 
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         logits = self.classifier(torch.tanh(outputs))

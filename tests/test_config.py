@@ -47,22 +47,28 @@ def test_cpu_recipe_flag_is_an_alias() -> None:
         resolve_config({"method": "hashnet", "recipe": "gpu"})
 
 
-def test_jmlh_cpu_recipe_trains_20_epochs_unless_the_user_says() -> None:
-    # measured: 0.7683 in 20 epochs against 0.7659 in 32 (CIFAR-10 seed protocol, 32 bits); the others keep 32
-    assert resolve_config({"method": "jmlh", "recipe": "cpu"})["max_iter"] == 20
-    assert resolve_config({"method": "jmlh", "recipe": "cpu", "max_iter": 32})["max_iter"] == 32
-    assert resolve_config({"method": "sdhc", "recipe": "cpu"})["max_iter"] == CPU_RECIPE["max_iter"] == 32
-    assert resolve_config({"method": "jmlh"})["max_iter"] != 20  # the seed recipe's epochs
-    jmlh = resolve_config({"method": "jmlh", "recipe": "cpu"})
-    # measured (README CPU results, note 11): 0.7816 with these against 0.7683 without
-    assert (jmlh["freeze_depthwise"], jmlh["drop_path"], jmlh["hash_dropout"], jmlh["cached_views"]) == (True, 0.4, 0.6, 8)
-    other = resolve_config({"method": "sdhc", "recipe": "cpu"})
-    assert (other["freeze_depthwise"], other["drop_path"], other["hash_dropout"], other["cached_views"]) == (False, 0.0, 0.0, 4)
-    assert resolve_config({"method": "jmlh", "recipe": "cpu", "drop_path": 0.0})["drop_path"] == 0.0
+REGULARISED_METHODS = ("jmlh", "csq", "dpn", "orthocos", "orthoarc", "greedyhash", "sdhc", "ce")
+
+
+@pytest.mark.parametrize("method", REGULARISED_METHODS)
+def test_catalogue_cpu_recipe_is_the_regularised_one_unless_the_user_says(method: str) -> None:
+    # measured per method (README CPU results, note 11): e.g. JMLH 0.7816 with these against 0.7683 without
+    config = resolve_config({"method": method, "recipe": "cpu"})
+    assert (config["max_iter"], config["cached_views"]) == (20, 8)
+    assert (config["freeze_depthwise"], config["drop_path"], config["hash_dropout"]) == (True, 0.4, 0.6)
+    assert resolve_config({"method": method, "recipe": "cpu", "max_iter": 32})["max_iter"] == 32
+    assert resolve_config({"method": method, "recipe": "cpu", "drop_path": 0.0})["drop_path"] == 0.0
+    assert resolve_config({"method": method})["max_iter"] != 20  # the seed recipe's epochs
     # with another backbone the recipe's EfficientNet-only values are left out (a user's own still apply)
-    resnet = resolve_config({"method": "jmlh", "recipe": "cpu", "arch": "resnet50"})
+    resnet = resolve_config({"method": method, "recipe": "cpu", "arch": "resnet50"})
     assert (resnet["freeze_depthwise"], resnet["drop_path"], resnet["hash_dropout"]) == (False, 0.0, 0.6)
-    assert resolve_config({"method": "jmlh", "recipe": "cpu", "arch": "lite0"})["drop_path"] == 0.4  # an alias
+    assert resolve_config({"method": method, "recipe": "cpu", "arch": "lite0"})["drop_path"] == 0.4  # an alias
+
+
+def test_methods_outside_the_regularised_recipe_keep_the_shared_one() -> None:
+    dpsh = resolve_config({"method": "dpsh", "recipe": "cpu"})
+    assert dpsh["max_iter"] == CPU_RECIPE["max_iter"] == 32
+    assert (dpsh["freeze_depthwise"], dpsh["drop_path"], dpsh["hash_dropout"], dpsh["cached_views"]) == (False, 0.0, 0.0, 4)
 
 
 def test_from_checkpoint_fixes_its_keys() -> None:
