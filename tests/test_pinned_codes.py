@@ -1,0 +1,61 @@
+"""Methods a refactoring should not move do not move: DPSH's and JMLH's trained codes under ``--recipe cpu``
+at tiny settings are pinned to the values recorded before the method contract grew heads, features, views,
+own optimisation steps and closed-form fits (hashkit/method.py).
+
+The run: the synthetic 4-class data of tests/test_method_registry.py, EfficientNet-Lite0 (ImageNet weights,
+shipped offline) at 32 px, the CPU recipe (blocks 0–10 cached, cached views, flip-averaged encoding; JMLH with
+the regularised catalogue recipe: fixed depthwise weights, drop-path, feature dropout), 2 epochs, 16 bits. The
+pinned value is the sha256 of the packed ±1 codes of the 12 queries and 36 database items, plus the mAP.
+
+A change that makes it fail: initialise the hash layer after the dropout module in ``HashModel.__init__`` (the
+global RNG draws differ), or draw a cached view with another generator call in ``CachedPipeline.train_batches``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_method_registry import synthetic_splits, train_ok  # noqa: E402
+
+from hashkit.model import binarize  # noqa: E402
+from hashkit.registry import DATASETS  # noqa: E402
+
+PINNED = {
+    "dpsh": ("98f8490993381a74794c498341e7d086e95f5a1335832e0b539a8523b86358a7", 0.7586548168455503),
+    "jmlh": ("b04afa6828df4d5fec90d51f7f45e05a3710726cf33e9c5d3b9ab14d94a27aec", 0.7860715166179867),
+}
+
+
+@pytest.fixture
+def synthetic_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
+    DATASETS.names()
+    monkeypatch.setitem(DATASETS._entries, "synthetic", lambda config: synthetic_splits(config))
+
+
+def trained_codes(method: str, tmp_path: Path) -> tuple[str, float]:
+    from hashkit.run import load_run
+
+    out = tmp_path / method
+    result = train_ok([
+        "train", "--method", method, "--dataset", "synthetic", "--recipe", "cpu", "--image-size", "32",
+        "--code-length", "16", "--batch-size", "8", "--max-iter", "2", "--seed", "0", "--out", str(out),
+        "--cache-dir", str(tmp_path / "cache"),
+    ])  # fmt: skip
+    _, splits, _, method_obj, pipeline, _ = load_run(out / "checkpoint.pt", {"cache_dir": str(tmp_path / "cache")},
+                                                     torch.device("cpu"))
+    codes = torch.cat([binarize(pipeline.encode(splits.query)), binarize(pipeline.encode(splits.database))])
+    packed = np.packbits((codes.numpy() > 0).astype(np.uint8), axis=1)
+    return hashlib.sha256(packed.tobytes()).hexdigest(), float(result["map"])
+
+
+@pytest.mark.parametrize("method", sorted(PINNED))
+def test_trained_codes_are_pinned(method: str, tmp_path: Path, synthetic_dataset: None) -> None:
+    digest, mean_ap = trained_codes(method, tmp_path)
+    assert (digest, mean_ap) == PINNED[method]
