@@ -36,7 +36,7 @@ Methods opt in with ``HashingMethod.supports_distributed`` (their loss is a batc
 written in ``observe``); the others are refused under torchrun with a one-line error:
 
 * DPSH: supported (its memory of codes is written from the all-gathered outputs in ``observe``).
-* DHN, HashNet: same memory as DPSH (hashkit.memory); refused until they implement ``observe``.
+* DHN, HashNet: same memory as DPSH (hashkit.method_parts.memory); refused until they implement ``observe``.
 * ADSH, DIHN: refused — each step writes the tanh outputs of the sample Ω into U and the epoch-end DCC
   update of the database codes V reads all of U, so every rank would need every rank's outputs; with
   U written in ``observe`` and a batch-mean loss they could opt in.

@@ -2,7 +2,7 @@
 AAAI 2021, in its supervised form as in CISiPLab's FIRe ("bihalf-supervised"): the bi-half layer on the
 codes and a cross-entropy classifier of the method's own on them.
 
-In training the bi-half layer (eq. 8–9 in the numbering of arXiv 2012.12334v1, hashkit.codeheads.bihalf)
+In training the bi-half layer (eq. 8–9 in the numbering of arXiv 2012.12334v1, hashkit.method_parts.classification.bihalf)
 assigns, per bit, +1 to the half of the batch above the bit's median and −1 to the other half (eq. 8;
 maximal bit entropy: every bit is balanced in every batch); its backward pass is
 ∂L/∂u = ∂L/∂b + γ/(N·K)·(u − b) (eq. 9, whose γ is γ/(N·K) here), γ = 6 (the authors' code). Loss:
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from hashkit.codeheads import FIRE_SEED, CodeClassifierMethod, bihalf, soft_cross_entropy
+from hashkit.method_parts.reference_recipes import FIRE_SEED
+from hashkit.method_parts.classification import CodeClassifierMethod, soft_cross_entropy
+from hashkit.method_parts.relaxations import bihalf
 from hashkit.method import Batch, Hyper
 from hashkit.registry import METHODS
 

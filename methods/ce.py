@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from hashkit.codeheads import FIRE_SEED, CodeClassifierMethod, soft_cross_entropy
+from hashkit.method_parts.reference_recipes import FIRE_SEED
+from hashkit.method_parts.classification import CodeClassifierMethod, soft_cross_entropy
 from hashkit.method import Batch
 from hashkit.recipes import REGULARISED_CPU
 from hashkit.registry import METHODS

@@ -1,6 +1,6 @@
 """CSQ — Central Similarity Quantization (Yuan, Wang, Tian, Lin, Huang, Shao, Feng; CVPR 2020).
 
-Each class has a fixed ±1 hash center C_c (hashkit.centers: rows of a Hadamard matrix, Algorithm 1;
+Each class has a fixed ±1 hash center C_c (hashkit.method_parts.centers: rows of a Hadamard matrix, Algorithm 1;
 Bernoulli codes when the code length is not a power of 2 or there are more than 2·bits classes); a
 multi-label item's center is the bitwise majority of its labels' centers (the paper's multi-label
 centers). With h = tanh(u):
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hashkit.codeheads import ClassCodeMethod
+from hashkit.method_parts.classification import ClassCodeMethod
 from hashkit.method import Hyper
 from hashkit.recipes import REGULARISED_CPU
 from hashkit.registry import METHODS

@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 
 from hashkit.errors import HashkitError
-from hashkit.memory import PairwiseMemoryMethod, log_cosh, pairwise_nll
+from hashkit.method_parts.memory import PairwiseMemoryMethod, log_cosh, pairwise_nll
 from hashkit.method import Batch, Hyper, TrainingData, similarity
 from hashkit.registry import METHODS
 

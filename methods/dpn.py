@@ -1,7 +1,7 @@
 """DPN — Deep Polarized Network (Fan, Lin, Zhang, Chen; IJCAI 2020).
 
 Each class has a random ±1 target vector t_c with half its bits −1 ("random assignment", p = 0.5;
-hashkit.centers' Bernoulli codes); a multi-label item's target is the bitwise majority of its labels'
+hashkit.method_parts.centers' Bernoulli codes); a multi-label item's target is the bitwise majority of its labels'
 targets (the public code's reading, as CSQ). The bit-wise hinge "polarization" loss of the paper
 (its equation number not verified against the paper text):
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from hashkit.codeheads import ClassCodeMethod
+from hashkit.method_parts.classification import ClassCodeMethod
 from hashkit.method import Hyper
 from hashkit.recipes import REGULARISED_CPU
 from hashkit.registry import METHODS

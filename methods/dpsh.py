@@ -1,7 +1,7 @@
 """DPSH — Deep Supervised Hashing with Pairwise Labels (Li, Wang, Kang, IJCAI 2016).
 
 Loss (paper eq. 2 with the relaxation of eq. 3): over the pairs between the batch and a memory U of
-the whole training split (hashkit.memory),
+the whole training split (hashkit.method_parts.memory),
 
     L = −Σ_{s_ij} (s_ij θ_ij − log(1 + e^{θ_ij}))  +  η Σ_i ‖b_i − u_i‖²,   θ_ij = ½ u_iᵀ u_j,  b_i = sign(u_i)
 
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from hashkit.errors import HashkitError
-from hashkit.memory import PairwiseMemoryMethod, pairwise_nll
+from hashkit.method_parts.memory import PairwiseMemoryMethod, pairwise_nll
 from hashkit.method import Batch, Hyper, similarity
 from hashkit.model import binarize
 from hashkit.registry import METHODS

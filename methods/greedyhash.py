@@ -2,7 +2,7 @@
 Coding in CNN, NeurIPS 2018), supervised.
 
 The codes are b = sign(u) in the forward pass already, with the straight-through gradient
-∂L/∂u = ∂L/∂b in the backward pass (the paper's hash coding layer; hashkit.codeheads.sign_ste). A
+∂L/∂u = ∂L/∂b in the backward pass (the paper's hash coding layer; hashkit.method_parts.classification.sign_ste). A
 linear classifier of the method's own (bits → classes, no bias, as the authors') is trained on b with
 the network:
 
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from hashkit.codeheads import CodeClassifierMethod, sign_ste, soft_cross_entropy
+from hashkit.method_parts.classification import CodeClassifierMethod, soft_cross_entropy
+from hashkit.method_parts.relaxations import sign_ste
 from hashkit.method import Batch, Hyper
 from hashkit.recipes import REGULARISED_CPU
 from hashkit.registry import METHODS

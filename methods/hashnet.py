@@ -53,7 +53,7 @@ from typing import Any
 import torch
 
 from hashkit.errors import HashkitError
-from hashkit.memory import PairwiseMemoryMethod, pairwise_nll
+from hashkit.method_parts.memory import PairwiseMemoryMethod, pairwise_nll
 from hashkit.method import Batch, Hyper, TrainingData, similarity
 from hashkit.registry import METHODS
 

@@ -1,7 +1,7 @@
 """JMLH — Shen, Liu, Chen, Shao, Ling. Embarrassingly Simple Binary Representation Learning. ICCV
 Workshops 2019 (joint multi-label / classification hashing with a stochastic binary layer).
 
-A stochastic binary layer (hashkit.codeheads.stochastic_binary) turns the outputs into codes
+A stochastic binary layer (hashkit.method_parts.classification.stochastic_binary) turns the outputs into codes
 b ∈ {0, 1}^K: q = σ(u), b_k = 1[q_k > ε_k], ε ~ U(0, 1) in training; at test ε = 0.5, so the code is
 sign(u) as everywhere in hashkit. A linear classifier of the method's own is trained on b:
 
@@ -19,7 +19,9 @@ from __future__ import annotations
 import torch
 from torch.special import xlogy
 
-from hashkit.codeheads import FIRE_SEED, CodeClassifierMethod, soft_cross_entropy, stochastic_binary
+from hashkit.method_parts.reference_recipes import FIRE_SEED
+from hashkit.method_parts.classification import CodeClassifierMethod, soft_cross_entropy
+from hashkit.method_parts.relaxations import stochastic_binary
 from hashkit.method import Batch, Hyper
 from hashkit.recipes import REGULARISED_CPU
 from hashkit.registry import METHODS

@@ -1,7 +1,7 @@
 """OrthoArc — OrthoHash with the additive angular margin (Hoe et al., One Loss for All, NeurIPS 2021).
 
 Loss (the paper's cosine-similarity cross-entropy, Sec. 3.2, with an ArcFace-style angular margin;
-shared scheme in hashkit/orthohash.py; the paper's equation numbers not verified):
+shared scheme in hashkit/method_parts/orthohash.py; the paper's equation numbers not verified):
 
     L = −Σ_c ỹ_c log softmax_c( s · cos(θ_c + m · y_c) ),   θ_c = arccos(cos(v, C_c)),  v = BN(u),  ỹ = y / Σy
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from hashkit.orthohash import ORTHOHASH_PAPER, ORTHOHASH_SEED, OrthoHashMethod, orthohash_hyper
+from hashkit.method_parts.orthohash import ORTHOHASH_PAPER, ORTHOHASH_SEED, OrthoHashMethod, orthohash_hyper
 from hashkit.recipes import REGULARISED_CPU
 from hashkit.registry import METHODS
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hashkit.codeheads import FIRE_SEED, CodeClassifierMethod, soft_cross_entropy
+from hashkit.method_parts.reference_recipes import FIRE_SEED
+from hashkit.method_parts.classification import CodeClassifierMethod, soft_cross_entropy
 from hashkit.errors import HashkitError
 from hashkit.method import Batch, Hyper
 from hashkit.model import binarize

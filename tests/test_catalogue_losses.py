@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from hashkit.centers import bernoulli_centers, class_centers, label_centers, tie_breaker
-from hashkit.codeheads import bihalf, sign_ste, stochastic_binary
+from hashkit.method_parts.centers import bernoulli_centers, class_centers, label_centers, tie_breaker
+from hashkit.method_parts.relaxations import bihalf, sign_ste, stochastic_binary
 from hashkit.errors import HashkitError
 from hashkit.method import Batch, TrainingData
 from hashkit.methods.bihalf_sup import BiHalfSupervised

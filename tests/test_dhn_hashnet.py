@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hashkit.memory import PairwiseMemory, log_cosh
+from hashkit.method_parts.memory import PairwiseMemory, log_cosh
 from hashkit.method import Batch, TrainingData
 from hashkit.methods.dhn import DHN, dhn_loss
 from hashkit.methods.hashnet import HashNet, continuation_beta, hashnet_loss, pair_weights

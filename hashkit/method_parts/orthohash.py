@@ -5,7 +5,7 @@ methods/orthoarc.py).
 
 Scheme (paper §3, the loss in Sec. 3.2; the authors' code in CISiPLab/cisip-FIRe read for facts):
 v = BN(u), the continuous code u of the hash layer batch-normalised per bit; z_c = cos(v, C_c) against
-the fixed class code C_c (Hadamard rows here, hashkit.centers; the paper's codes are orthogonal ±1
+the fixed class code C_c (Hadamard rows here, hashkit.method_parts.centers; the paper's codes are orthogonal ±1
 vectors); loss = softmax cross-entropy of s·margin(z) (cosine or angular margin), multi-label items
 against their labels normalised to sum 1 (the authors' "label smoothing" multi-label loss); optional
 quantisation term q·mean(1 − cos(v, sign v)) (q = 0 by default, as in the authors' configs). The paper's
@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hashkit.centers import class_centers
-from hashkit.codeheads import FIRE_SEED, check_labels, cosine_logits, soft_cross_entropy
+from hashkit.method_parts.centers import class_centers
+from hashkit.method_parts.reference_recipes import FIRE_SEED
+from hashkit.method_parts.classification import check_labels, cosine_logits, soft_cross_entropy
 from hashkit.errors import HashkitError
 from hashkit.method import Batch, HashingMethod, Hyper, TrainingData
 from hashkit.model import binarize

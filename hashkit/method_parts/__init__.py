@@ -1,0 +1,14 @@
+"""Shared parts of the hashing methods: what two or more methods in ``methods/`` use lives here once.
+
+* :mod:`~hashkit.method_parts.centers` — fixed ±1 class codes (Hadamard, Bernoulli) and multi-label targets;
+* :mod:`~hashkit.method_parts.memory` — the pairwise memory of the training split's relaxed codes;
+* :mod:`~hashkit.method_parts.relaxations` — binarisation layers (straight-through sign, bi-half,
+  stochastic binary);
+* :mod:`~hashkit.method_parts.classification` — classifiers on codes, class-code methods, soft cross-entropy;
+* :mod:`~hashkit.method_parts.orthohash` — the OrthoHash scheme (OrthoCos, OrthoArc);
+* :mod:`~hashkit.method_parts.closed_form` — solvers of the shallow methods fitted without a training loop;
+* :mod:`~hashkit.method_parts.reference_recipes` — training recipes of reference repositories, as data.
+
+A new method that needs a piece another method already has imports it from here; a piece two new methods
+need (pair or triplet mining, soft similarities, histogram estimators, …) gets its own module here.
+"""
