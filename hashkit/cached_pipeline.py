@@ -33,7 +33,7 @@ from hashkit.feature_cache import (
 from hashkit.method import Batch
 from hashkit.model import HashModel
 from hashkit.paths import cache_root
-from hashkit.pipeline import encode_batches, train_from_index
+from hashkit.pipeline import encode_batches, forward_views, train_from_index
 from hashkit.transforms import DEFAULT_TEST, describe
 
 class CachedPipeline:
@@ -156,25 +156,41 @@ class CachedPipeline:
     # ---- the InputPipeline interface ----------------------------------------------------------------
 
     def train_batches(
-        self, train: ImageCollection, order: torch.Tensor, generator: torch.Generator
+        self, train: ImageCollection, order: torch.Tensor, generator: torch.Generator, views: int = 1
     ) -> Iterator[Batch]:
         """Batches of cached activations of the training items at ``order`` (randomly flipped; a random
-        one of each item's cached views when there are views)."""
+        one of each item's cached views when there are views). ``views`` > 1 (a method's views per item):
+        that many independent draws per item, each flipped at random, as (b, views, ...)."""
         where = self.locate_views(train)
         order = torch.as_tensor(order, dtype=torch.long)
         labels = torch.from_numpy(train.labels.astype(np.float32))
         for begin in range(0, len(order), self.batch_size):
             index = order[begin : begin + self.batch_size]
-            view = torch.randint(0, where.shape[1], (len(index),), generator=generator) if self.views else None
-            rows = self.store.gather(where[index.numpy(), 0 if view is None else view.numpy()])
-            if self.flip and rows.dim() == 4:
-                mask = torch.rand(len(index), generator=generator) < 0.5
-                rows[mask] = rows[mask].flip(-1)
+            rows = self._draw_views(where, index, generator, views)
             yield Batch(self._inputs(rows), labels[index].to(self.device), index.to(self.device))
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The network's real-valued outputs for cached inputs: stages start… + hash layer."""
-        return self.network(inputs, start=self.start)
+    def _draw_views(self, where: np.ndarray, index: torch.Tensor, generator: torch.Generator, views: int) -> torch.Tensor:
+        """Rows for the items at ``index``: one (b, ...) or ``views`` (b, views, ...) random draws among their
+        cached views, each flipped at random. One view draws exactly as training always has (the same
+        generator calls), so single-view runs are unchanged."""
+        items = index.numpy()
+        if views == 1:
+            view = torch.randint(0, where.shape[1], (len(index),), generator=generator) if self.views else None
+            rows = self.store.gather(where[items, 0 if view is None else view.numpy()])
+        else:
+            shape = (len(index), views)
+            view = torch.randint(0, where.shape[1], shape, generator=generator) if self.views else torch.zeros(shape, dtype=torch.long)
+            rows = self.store.gather(where[items[:, None], view.numpy()].reshape(-1, 2))
+        if self.flip and rows.dim() == 4:
+            mask = torch.rand(rows.shape[0], generator=generator) < 0.5
+            rows[mask] = rows[mask].flip(-1)
+        return rows if views == 1 else rows.reshape(len(index), views, *rows.shape[1:])
+
+    def forward(
+        self, inputs: torch.Tensor, with_features: bool = False, views: int = 1
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The network's real-valued outputs (and features) for cached inputs: stages start… + head."""
+        return forward_views(self.network, inputs, views, with_features, start=self.start)
 
     def for_training(self, network: nn.Module, batch_size: int) -> "CachedPipeline":
         view = copy.copy(self)  # shares the store and what it located

@@ -10,9 +10,10 @@ flags in :data:`COMMON_FLAGS` (with their *kind*, see :class:`hashkit.flags.Flag
 Resolution (:func:`resolve_config`), lowest to highest priority:
 
 1. global defaults (:data:`GLOBAL_DEFAULTS`, each flag's default, each hyper-parameter's default);
-2. the shared recipe (:data:`hashkit.recipes.SHARED_RECIPES` ``[--recipe]``);
-3. the method's recipe (``HashingMethod.recipes[--recipe]``) — less its momentum settings when
-   ``--optimizer`` names another optimiser than the recipe's;
+2. the shared recipe (:data:`hashkit.recipes.SHARED_RECIPES` ``[--recipe]``, then ``[--recipe@DATASET]``);
+3. the method's recipe (``HashingMethod.recipes[--recipe]``, then ``[--recipe@DATASET]``: a recipe per data
+   set wins over the method's default on that data set) — less its momentum settings when ``--optimizer``
+   names another optimiser than the recipe's;
 4. values fixed by the ``--from`` checkpoint (``arch``, ``code_length`` and the method's
    ``init_fixed_keys``) — a flag given with another value is refused, naming both;
 5. flags given on the command line (a value of None means "not given").
@@ -24,8 +25,9 @@ from typing import Any, Mapping, TypedDict
 
 from hashkit.errors import HashkitError
 from hashkit.flags import Flag
-from hashkit.recipes import FREEZE_BACKBONE_DROPS, RECIPE_NAMES, SHARED_RECIPES
+from hashkit.recipes import DATASET_SEPARATOR, FREEZE_BACKBONE_DROPS, RECIPE_NAMES, SHARED_RECIPES
 from hashkit.registry import DATASETS, METHODS
+from hashkit.transforms import TEST_TRANSFORMS, TRAIN_TRANSFORMS
 
 # Keys are config names; the CLI flag is --key-with-dashes. A default of None = set by the recipe/method.
 COMMON_FLAGS: dict[str, Flag] = {
@@ -48,10 +50,11 @@ COMMON_FLAGS: dict[str, Flag] = {
     "lr_gamma": Flag(None, "exponential / step schedule: the decay factor (gamma)", float),
     "lr_step_size": Flag(None, "step schedule: decay every N intervals (StepLR step_size)", int),
     "max_iter": Flag(None, "number of training epochs (outer iterations for ADSH/DIHN), as the seeds name it", int),
-    "train_transform": Flag(None, "training image transform: resize_flip (resize to --image-size + random horizontal flip) or resized_crop_flip (RandomResizedCrop(--image-size) + flip, the seeds')", str, ("resize_flip", "resized_crop_flip")),
-    "test_transform": Flag(None, "evaluation image transform: resize (to --image-size), center_crop (resize to 256/224 × --image-size, center crop) or ten_crop (outputs averaged over the 10 crops before the sign, HashNet's test_10crop)", str, ("resize", "center_crop", "ten_crop")),
+    "train_transform": Flag(None, "training image transform: resize_flip (resize to --image-size + random horizontal flip), resized_crop_flip (RandomResizedCrop(--image-size) + flip, the seeds'), resize (no augmentation), resize_flip_jitter (+ ColorJitter(0.05, 0.05), FIRe's CIFAR-10) or resize256_randomcrop224_flip (DeepHash-pytorch's)", str, TRAIN_TRANSFORMS),
+    "test_transform": Flag(None, "evaluation image transform: resize (to --image-size), center_crop = resize256_centercrop224 (resize to 256/224 × --image-size, center crop) or ten_crop (outputs averaged over the 10 crops before the sign, HashNet's test_10crop)", str, TEST_TRANSFORMS),
     "hash_activation": Flag(None, "activation applied to the hash layer's output inside the network: none or tanh (DHN's seed)", str, ("none", "tanh")),
-    "hash_head": Flag(None, "the head on the backbone's features: linear (the hash layer) or relu_linear (SSDH's seed: AlexNet/VGG16 fc7 taken before its ReLU, then ReLU → hash layer)", str, ("linear", "relu_linear")),
+    "hash_head": Flag(None, "the hash head on the backbone's features (default: the method's): linear, relu_linear (SSDH's seed: AlexNet/VGG16 fc7 taken before its ReLU, then ReLU → hash layer), no_bias, bn (no-bias linear + affine BatchNorm, FIRe's OrthoHash), mlp (Linear-ReLU-Linear, CIBHash's), fixed_linear (closed-form methods) or a head a method registers", str),
+    "head_hidden": Flag(None, "hidden units of the mlp head (default 1024)", int),
     "hash_init_std": Flag(None, "initialise the hash layer's weights from N(0, std²) and its bias to 0 (HashNet's seed: 0.01); default torch's Linear init", float),
     "evaluate_interval": Flag(None, "evaluate every N epochs and after the last (0: only after the last)", int, kind="runtime"),
     "topk": Flag(None, "mAP@k cut-off; 0 or absent = the dataset's default (CIFAR-10: ALL)", int, kind="protocol"),
@@ -105,7 +108,6 @@ GLOBAL_DEFAULTS: dict[str, Any] = {
     "train_transform": "resize_flip",
     "test_transform": "resize",
     "hash_activation": "none",
-    "hash_head": "linear",
     "evaluate_interval": 10,
     "encode_flip": False,
 }
@@ -200,10 +202,31 @@ def recipe_name(given: Mapping[str, Any]) -> str:
     return recipe
 
 
-def recipe_values(method: str, recipe: str, freeze_backbone: bool = False) -> dict[str, Any]:
-    """What recipe ``recipe`` sets for ``method``: the shared recipe, then the method's own values."""
+def recipe_layers(method: str, recipe: str, dataset: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The recipe tables a run of ``method`` on ``dataset`` starts from, lowest priority first, each named
+    (``shared:cpu``, ``method:seed``, ``method:seed@cifar10``); absent tables are left out."""
     method_cls = METHODS.get(method)
-    values = {**SHARED_RECIPES[recipe], **method_cls.recipes.get(recipe, {})}
+    data = None
+    if dataset is not None:
+        try:
+            data = DATASETS.canonical(str(dataset))
+        except HashkitError:
+            data = str(dataset)
+    names = [recipe] + ([f"{recipe}{DATASET_SEPARATOR}{data}"] if data else [])
+    layers = []
+    for owner, tables in (("shared", SHARED_RECIPES), ("method", method_cls.recipes)):
+        for name in names:
+            if name in tables:
+                layers.append((f"{owner}:{name}", dict(tables[name])))
+    return layers
+
+
+def recipe_values(method: str, recipe: str, freeze_backbone: bool = False, dataset: str | None = None) -> dict[str, Any]:
+    """What recipe ``recipe`` sets for ``method`` on ``dataset``: the shared recipe, then the method's own
+    values, each with its per-data-set table on top."""
+    values: dict[str, Any] = {}
+    for _, table in recipe_layers(method, recipe, dataset):
+        values.update(table)
     if freeze_backbone and recipe == "cpu":
         for key in FREEZE_BACKBONE_DROPS:
             values.pop(key, None)
@@ -216,6 +239,7 @@ def default_values(method: str) -> dict[str, Any]:
     values: dict[str, Any] = {k: f.default for k, f in all_flags().items() if f.default is not None}
     values.update(GLOBAL_DEFAULTS)
     values.update({name: spec.default for name, spec in method_cls.hyperparameters.items()})
+    values["hash_head"] = method_cls.head
     return values
 
 
@@ -236,7 +260,8 @@ def resolve_config(given: Mapping[str, Any], init_config: Mapping[str, Any] | No
     method = METHODS.canonical(str(given["method"]))
     recipe = given["recipe"]
     config: dict[str, Any] = default_values(method)
-    recipe_set = recipe_values(method, recipe, bool(given.get("freeze_backbone")))
+    dataset = given.get("dataset", all_flags()["dataset"].default)
+    recipe_set = recipe_values(method, recipe, bool(given.get("freeze_backbone")), dataset)
     if "optimizer" in given and given["optimizer"] != recipe_set.get("optimizer", config["optimizer"]):
         # Another optimiser than the recipe's: its momentum settings belong to the recipe's optimiser.
         recipe_set = {k: v for k, v in recipe_set.items() if k not in OPTIMIZER_SPECIFIC}
@@ -315,6 +340,8 @@ def describe_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The resolved configuration as ``hashkit train --dry-run --json`` prints it: every flat key, plus
     ``optimizer`` and ``scheduler`` objects (torch's names and argument names), the transforms as step
     lists and the head activation."""
+    from hashkit.method import HashingMethod
+
     method_cls = METHODS.get(config["method"])
     optimizer = {
         "name": config["optimizer"],
@@ -342,6 +369,15 @@ def describe_config(config: Mapping[str, Any]) -> dict[str, Any]:
     cached = config.get("train_from") not in (None, "", 0, "0") or bool(config.get("freeze_backbone"))
     return {
         **{k: config[k] for k in sorted(config) if k not in ("optimizer",)},
+        "recipe_layers": [name for name, _ in recipe_layers(config["method"], config["recipe"], config.get("dataset"))],
+        "method_contract": {
+            "head": config.get("hash_head") or method_cls.head,
+            "relaxation": method_cls.relaxation,
+            "needs_features": method_cls.needs_features,
+            "views": method_cls.views,
+            "closed_form": method_cls.closed_form,
+            "own_optimisation": method_cls.own_optimizers is not HashingMethod.own_optimizers,
+        },
         "optimizer": optimizer,
         "scheduler": scheduler,
         "train_transform": step_names(str(config["train_transform"]), size, train=True),

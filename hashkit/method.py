@@ -1,36 +1,62 @@
 """The contract every hashing method fulfils; the Trainer owns the loop, a method owns its losses.
 
 A method is one file in ``methods/`` holding a subclass of :class:`HashingMethod` registered with
-``@METHODS.register(name)``. The Trainer calls, in order::
+``@METHODS.register(name)``. It declares, as class attributes, what it needs; the Trainer and the pipelines
+provide exactly that, so the same loop holds pairwise, center, unsupervised, contrastive, adversarial and
+closed-form methods (examples of each kind: tests/method_examples/, the docs' "Adding a method"):
 
+* ``head`` — the hash head by name (hashkit.heads: ``linear``, ``bn``, ``mlp``, ``no_bias``,
+  ``fixed_linear``, or one the method file registers). It is a module of the model, saved in the checkpoint,
+  so codes always come from the saved model alone (``evaluate``, ``encode``, ``search``, ``serve``, ``load``).
+* ``relaxation`` — what the loss reads from the model's outputs u: ``"none"`` (u as it is), ``"tanh"``
+  (tanh(u), applied once by :meth:`tanh_outputs`, so ``--hash-activation tanh`` is allowed), ``"sigmoid"`` or
+  ``"own"`` (the loss applies its own relaxation: continuation, straight-through sign, …). Only ``"tanh"``
+  methods accept ``--hash-activation tanh``; the others refuse it in one line naming the method.
+* ``needs_features`` — the batch carries the backbone's features x (before dropout and head) in
+  :attr:`Batch.features`, with gradients where the backbone trains (BiHalf/GreedyHash unsupervised, TBH, CIBHash).
+* ``views`` — N > 1 augmented views of every item per step: ``outputs`` is then (b, N, bits) and
+  ``batch.features`` (b, N, d) (contrastive methods). Images get N independent draws of the training
+  transform; the cached path N independent draws among each item's cached views, each flipped at random.
+* own optimisation steps — :attr:`own_modules` (an ``nn.ModuleDict`` set in ``setup``) trained only by the
+  optimisers :meth:`own_optimizers` returns, in :meth:`own_step` after every main step (adversarial parts).
+  Both are checkpointed and restored by ``--resume``.
+* ``closed_form`` — no training loop: :meth:`fit` gets the frozen features of the training split (and its
+  labels if supervised) once and sets the head (``fixed_linear``'s projection); the Trainer then evaluates and
+  writes the same checkpoint and result.json as any run.
+* ``recipes`` — training recipes as data: ``"seed"``, ``"cpu"`` and per data set ``"seed@cifar10"`` (which
+  wins over ``"seed"`` on that data set); see hashkit.config.
+
+The Trainer calls, in order::
+
+    method.bind_model(model)                         # once: the network (a loss may read the head)
     method.setup(TrainingData)                       # once: labels, sizes, optional pretrained features
-    for epoch:
+    if method.closed_form:
+        method.fit(features of the training split, labels)
+    else, for each epoch:
         method.on_epoch_start(epoch)
         for batch in method's epoch (epoch_indices):
-            outputs = model(batch.inputs)            # real-valued u, (b, code_length)
+            outputs = model(batch.inputs)            # real-valued u, (b, bits) or (b, views, bits)
             method.observe(all_outputs, all_index)   # detached outputs of the whole global batch
             losses = method.training_step(outputs, batch)   # named terms; the Trainer sums them
+            (main optimiser step)
+            method.own_step(outputs.detach(), batch) # the method's own optimisers, if any
         method.on_epoch_end(epoch)                   # e.g. ADSH/DIHN update their database codes here
     method.database_codes(splits, encode)            # codes the method learned directly (ADSH, DIHN)
 
 ``state_dict``/``load_state_dict`` carry the method's own state (memories, learned codes) in checkpoints.
 
-Trainable parameters of a method's own (a classifier on the codes, OrthoHash's batch-norm on the codes):
-``setup`` may set :attr:`HashingMethod.module` to an ``nn.Module``. The Trainer then moves it to the
-device, trains its parameters with the hash layer's learning rate (``lr × hash_lr_mult``, in the same
-optimizer), switches it to train mode with the network, and checkpoints its ``state_dict`` beside the
-network's (``method_module``), so ``--resume`` restores it. Encoding never uses it: codes come from the
-network alone (``hashkit evaluate``, ``hashkit.load`` and ``hashkit encode`` need no method), so a module
-that changes the codes must be folded into the network (see :meth:`HashingMethod.bind_model`). Under
-torchrun a method with a module is refused (its gradients are not all-reduced by DDP).
-``bind_model`` hands the method the network being trained, once, before the optimizer is built: a loss
-may read the hash layer (SDH-C's orthogonality term) and ``on_epoch_end`` may rewrite it (OrthoHash folds
-its batch-norm's threshold into the hash layer's bias).
+Trainable parameters of a method's own that the main loss trains (a classifier on the codes): ``setup`` may
+set :attr:`HashingMethod.module` to an ``nn.Module``. The Trainer then moves it to the device, trains its
+parameters with the hash layer's learning rate (``lr × hash_lr_mult``, in the same optimizer), switches it to
+train mode with the network, and checkpoints its ``state_dict`` beside the network's (``method_module``), so
+``--resume`` restores it. Encoding never uses it: whatever changes the codes belongs in the head.
 
 Under torchrun (hashkit.distributed) each process trains on its part of every global batch; ``observe``
 sees the outputs of the whole global batch (every rank's part, in order), so a memory of codes written
 there stays identical on every rank. A method that is correct this way sets ``supports_distributed``:
-its loss is a mean over its batch and everything it keeps across steps is written in ``observe``.
+its loss is a mean over its batch and everything it keeps across steps is written in ``observe``. Methods
+with a module of their own, own optimisation steps, several views or a closed-form fit are refused under
+torchrun, each naming the reason (hashkit.run).
 """
 
 from __future__ import annotations
@@ -57,9 +83,12 @@ class Hyper:
 class Batch:
     """One training mini-batch: network inputs, label vectors and positions in the training split."""
 
-    inputs: torch.Tensor
+    inputs: torch.Tensor  # (b, ...) or (b, views, ...) for a method with views > 1
     labels: torch.Tensor  # (b, classes) float, multi-hot; never read by unsupervised methods
     index: torch.Tensor  # (b,) long positions into the training split
+    # The backbone's features before dropout and head, (b, d) or (b, views, d): set by the Trainer for a
+    # method with ``needs_features``, else None.
+    features: torch.Tensor | None = None
 
 
 @dataclass
@@ -72,6 +101,9 @@ class TrainingData:
     pretrained_features: Callable[[], torch.Tensor] | None = None
     splits: Any = None  # the DatasetSplits (protocol-specific parts live in splits.extra)
     init_checkpoint: dict[str, Any] | None = None  # the checkpoint given with --from (DIHN starts from ADSH's)
+
+
+RELAXATIONS = ("none", "tanh", "sigmoid", "own")
 
 
 class HashingMethod(abc.ABC):
@@ -108,6 +140,18 @@ class HashingMethod(abc.ABC):
     # config). Methods whose seed loss works on tanh(u) use :meth:`tanh_outputs`, which applies tanh exactly
     # once whether the model already did or not (sign(tanh u) = sign u, so codes are the same either way).
     hash_activation: str = "none"
+    # The hash head (hashkit.heads) the method's codes come from; --hash-head overrides it.
+    head: ClassVar[str] = "linear"
+    # What the loss reads from the outputs u (see the module docstring): "none", "tanh", "sigmoid" or "own".
+    relaxation: ClassVar[str] = "none"
+    # The batch carries the backbone's features (Batch.features).
+    needs_features: ClassVar[bool] = False
+    # Augmented views of every item per step (outputs (b, views, bits) when > 1).
+    views: ClassVar[int] = 1
+    # Fitted once on the training split's frozen features (:meth:`fit`), without epochs or optimiser.
+    closed_form: ClassVar[bool] = False
+    # One-line description of the method's family (pairwise, center, unsupervised, shallow, …) for listings.
+    family: ClassVar[str] = ""
 
     def __init__(self, code_length: int, hparams: dict[str, Any], device: torch.device) -> None:
         self.code_length = code_length
@@ -115,6 +159,7 @@ class HashingMethod(abc.ABC):
         self.device = device
         self.epoch = 0
         self.module: nn.Module | None = None  # trainable parameters of the method's own (set in setup)
+        self.own_modules: nn.ModuleDict | None = None  # trained only by own_optimizers (set in setup)
 
     def bind_model(self, model: nn.Module) -> None:
         """The network being trained (the Trainer calls this once, before building the optimizer);
@@ -145,12 +190,29 @@ class HashingMethod(abc.ABC):
         before :meth:`training_step` (a single process: its own batch; under torchrun: every rank's part,
         in rank order). Memory-based methods write their memory here so it stays the same on every rank."""
 
-    @abc.abstractmethod
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        """Named loss terms for one batch; their sum is minimised (every method defines it)."""
+        """Named loss terms for one batch; their sum is minimised (every method trained by gradients
+        defines it; closed-form methods define :meth:`fit` instead)."""
+        raise NotImplementedError(f"{self.name} defines no training_step")
 
     def on_epoch_end(self, epoch: int) -> None:
         """Called after each epoch's last step (alternating schemes update codes here)."""
+
+    def own_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The method's own optimisers over :attr:`own_modules` (called once, after ``setup`` and after the
+        Trainer moved the modules to the device); default: none."""
+        return {}
+
+    def own_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        """The method's own optimisation steps after each main step (``outputs`` detached); it zeroes,
+        backpropagates and steps its optimisers itself. Returns named values to log (not minimised by the
+        main optimiser); default: nothing."""
+        return {}
+
+    def fit(self, features: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        """Closed-form methods: fit the head (bound by :meth:`bind_model`) on the training split's frozen
+        features (n, d) (and labels (n, classes) for supervised methods); returns named statistics to log."""
+        raise NotImplementedError(f"{self.name} is not a closed-form method")
 
     def database_codes(self, splits: Any, encode: Callable[[Any], torch.Tensor]) -> torch.Tensor | None:
         """±1 database codes when the method learns them directly (ADSH, DIHN), else None (the database
@@ -168,6 +230,25 @@ class HashingMethod(abc.ABC):
     @classmethod
     def describe(cls) -> str:
         return f"{cls.name}: {cls.paper}"
+
+    @classmethod
+    def hash_activations(cls) -> tuple[str, ...]:
+        """The ``--hash-activation`` values the loss can work with (tanh only for a "tanh" relaxation)."""
+        return ("none", "tanh") if cls.relaxation == "tanh" else ("none",)
+
+    @classmethod
+    def torchrun_obstacle(cls) -> str | None:
+        """Why this method cannot train under torchrun, or None (capabilities whose state or batches
+        would differ between the processes are refused by name)."""
+        if not cls.supports_distributed:
+            return "its training state would differ between processes"
+        if cls.closed_form:
+            return "it is fitted in closed form by one process"
+        if cls.views > 1:
+            return f"it draws {cls.views} views of every item, which are not split between processes"
+        if cls.own_optimizers is not HashingMethod.own_optimizers:
+            return "it runs optimisation steps of its own, which torchrun does not synchronise"
+        return None
 
 
 def similarity(labels_a: torch.Tensor, labels_b: torch.Tensor) -> torch.Tensor:

@@ -6,12 +6,16 @@ networks differ in (config keys, set by the methods' seed recipes):
 * ``hash_activation`` "tanh": u = tanh(Wx + b), the seeds' tanh hash layer (DHN, ADSH, DIHN, SSDH);
   "none": u = Wx + b (DPSH; HashNet, whose loss applies its own tanh(βu)). Methods whose losses need
   tanh(u) apply it only when the model does not (``HashingMethod.tanh_outputs``); sign is unchanged.
-* ``hash_init_std`` σ: the hash layer's weights drawn from N(0, σ²) and its bias 0 (HashNet's seed: 0.01);
-  None: torch's default ``nn.Linear`` initialisation (the other seeds).
-* ``hash_head`` "relu_linear": the SSDH seed's head ReLU → Linear on an fc7 taken *before* its ReLU
-  (AlexNet/VGG16: the last stage's trailing ReLU/Dropout are removed, so the backbone's features — SSDH's
-  pretrained features too — are fc7's pre-activation outputs, and no dropout precedes the hash layer);
-  "linear" (default): the hash layer directly on the backbone's features.
+* ``hash_head``: the head on the backbone's features, by name from :mod:`hashkit.heads` (the method's
+  ``HashingMethod.head`` unless ``--hash-head`` says otherwise): ``linear`` (default), ``relu_linear`` (SSDH's
+  seed: AlexNet/VGG16 fc7 taken *before* its ReLU, so the backbone's features — SSDH's pretrained features
+  too — are fc7's pre-activation outputs, and no dropout precedes the head), ``bn``, ``mlp``, ``no_bias``,
+  ``fixed_linear`` (closed-form methods) or one a method registers;
+* ``hash_init_std`` σ: the head's last linear layer drawn from N(0, σ²) with bias 0 (HashNet's seed: 0.01);
+  None: torch's default ``nn.Linear`` initialisation (the other seeds);
+* ``head_hidden``: the hidden width of the ``mlp`` head.
+
+Checkpoints written before heads existed name the linear layer ``hash_layer``; they load into ``head.linear``.
 """
 
 from __future__ import annotations
@@ -22,14 +26,14 @@ from torch import nn
 
 from typing import Any
 
-import torch.nn.functional as F
 
 from hashkit.backbones import build_backbone
 from hashkit.errors import HashkitError
+from hashkit.heads import HashHead, build_head
 
 MAX_CODE_LENGTH = 4096
 HASH_ACTIVATIONS = ("none", "tanh")
-HASH_HEADS = ("linear", "relu_linear")
+LEGACY_HEAD_PREFIX = "hash_layer."  # the linear head's state-dict prefix before heads existed
 
 
 class HashModel(nn.Module):
@@ -43,40 +47,38 @@ class HashModel(nn.Module):
         hash_init_std: float | None = None,
         hash_head: str | None = None,
         hash_dropout: float | None = None,
+        head_hidden: int | None = None,
     ) -> None:
         super().__init__()
         check_code_length(code_length)
         self.hash_activation = hash_activation or "none"
-        self.hash_head = hash_head or "linear"
         if self.hash_activation not in HASH_ACTIVATIONS:
             raise HashkitError(f"--hash-activation {hash_activation!r} is unknown; valid: {', '.join(HASH_ACTIVATIONS)}")
-        if self.hash_head not in HASH_HEADS:
-            raise HashkitError(f"--hash-head {hash_head!r} is unknown; valid: {', '.join(HASH_HEADS)}")
-        if self.hash_head == "relu_linear":
-            strip_final_activation(backbone)
+        self.head_name = hash_head or "linear"
         self.backbone = backbone
         self.code_length = code_length
-        self.hash_layer = nn.Linear(backbone.feature_dim, code_length)
+        self.head: HashHead = build_head(self.head_name, backbone.feature_dim, code_length,
+                                         init_std=hash_init_std, hidden=head_hidden)  # fmt: skip
+        if self.head.strips_backbone_activation:
+            strip_final_activation(backbone)
         dropout = float(hash_dropout or 0.0)
         if not 0.0 <= dropout < 1.0:
             raise HashkitError(f"--hash-dropout must be in [0, 1) (EfficientNet's classifier uses 0.2), got {hash_dropout}")
         # --hash-dropout: dropout on the backbone's features in training, as an ImageNet classifier head has
         # (EfficientNet 0.2); no module (and the plain features) at 0, so such runs are unchanged.
         self.feature_dropout = nn.Dropout(dropout) if dropout > 0 else None
-        if hash_init_std is not None:
-            if not float(hash_init_std) > 0:
-                raise HashkitError(f"--hash-init-std must be above 0 (HashNet's seed: 0.01), got {hash_init_std}")
-            nn.init.normal_(self.hash_layer.weight, mean=0.0, std=float(hash_init_std))
-            nn.init.zeros_(self.hash_layer.bias)
+        self._register_load_state_dict_pre_hook(_rename_legacy_head)
 
-    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, start: int = 0, with_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """u for inputs of stage ``start`` (0: images); with ``with_features`` also the backbone's features
+        x (b, d) — pooled, before the feature dropout and the head — as ``(u, x)``."""
         features = self.backbone[start:](x) if start else self.backbone(x)
-        if self.hash_head == "relu_linear":
-            features = F.relu(features)
-        if self.feature_dropout is not None:
-            features = self.feature_dropout(features)
-        u = self.hash_layer(features)
-        return torch.tanh(u) if self.hash_activation == "tanh" else u
+        kept = self.feature_dropout(features) if self.feature_dropout is not None else features
+        u = self.head(kept)
+        u = torch.tanh(u) if self.hash_activation == "tanh" else u
+        return (u, features) if with_features else u
 
     def encode_outputs(self, x: torch.Tensor, start: int = 0, flip: bool = False) -> torch.Tensor:
         """Outputs to binarize: ``forward(x, start)``, or with ``flip`` (``--encode-flip``) its mean over
@@ -97,8 +99,14 @@ class HashModel(nn.Module):
         return 0.5 * (self(x, start=start) + self(x.flip(-1), start=start))
 
     def head_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the new hash layer (trained with a larger learning rate by some methods)."""
-        return list(self.hash_layer.parameters())
+        """Parameters of the new hash head (trained with a larger learning rate by some methods)."""
+        return list(self.head.parameters())
+
+
+def _rename_legacy_head(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Load hook: a checkpoint from before heads existed names the linear head ``hash_layer``."""
+    for key in [k for k in state_dict if k.startswith(prefix + LEGACY_HEAD_PREFIX)]:
+        state_dict[prefix + "head.linear." + key[len(prefix + LEGACY_HEAD_PREFIX):]] = state_dict.pop(key)
 
 
 def strip_final_activation(backbone: nn.Sequential) -> None:
@@ -123,6 +131,7 @@ def model_options(config: dict[str, Any]) -> dict[str, Any]:
         "hash_init_std": config.get("hash_init_std"),
         "hash_head": config.get("hash_head"),
         "hash_dropout": config.get("hash_dropout"),
+        "head_hidden": config.get("head_hidden"),
     }
 
 
@@ -135,11 +144,13 @@ def build_model(
     hash_init_std: float | None = None,
     hash_head: str | None = None,
     hash_dropout: float | None = None,
+    head_hidden: int | None = None,
 ) -> HashModel:
-    """Build backbone ``arch`` (ImageNet weights unless told otherwise) with a fresh hash layer."""
+    """Build backbone ``arch`` (ImageNet weights unless told otherwise) with a fresh hash head."""
     return HashModel(
         build_backbone(arch, pretrained=pretrained, weights=weights), code_length,
         hash_activation=hash_activation, hash_init_std=hash_init_std, hash_head=hash_head, hash_dropout=hash_dropout,
+        head_hidden=head_hidden,
     )
 
 

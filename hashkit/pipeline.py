@@ -45,14 +45,19 @@ class InputPipeline(Protocol):
         ...
 
     def train_batches(
-        self, train: ImageCollection, order: torch.Tensor, generator: torch.Generator
+        self, train: ImageCollection, order: torch.Tensor, generator: torch.Generator, views: int = 1
     ) -> Iterator[Batch]:
         """Batches of ``batch_size`` consecutive items of ``order`` (positions in ``train``), augmented,
-        with random draws from ``generator`` (and the global RNGs the Trainer seeds per epoch)."""
+        with random draws from ``generator`` (and the global RNGs the Trainer seeds per epoch); with
+        ``views`` > 1 the inputs are (b, views, ...): independent augmentations of each item."""
         ...
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The trained network's real-valued outputs (b, code_length) for a training batch's inputs."""
+    def forward(
+        self, inputs: torch.Tensor, with_features: bool = False, views: int = 1
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The trained network's real-valued outputs (b, code_length) for a training batch's inputs —
+        (b, views, code_length) for inputs of ``views`` > 1 views per item —, with ``with_features`` also
+        the backbone's features (b, [views,] d) as ``(outputs, features)``."""
         ...
 
     def encode(self, images: ImageCollection, desc: str = "encode") -> torch.Tensor:
@@ -130,6 +135,30 @@ def image_batches(
         yield to_device(batch)
 
 
+def forward_views(
+    network: Callable[..., Any], inputs: torch.Tensor, views: int, with_features: bool, **kwargs: Any
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``network`` on a training batch; with ``views`` > 1 the inputs (b, views, ...) run as one batch of
+    b·views and the results come back as (b, views, ...)."""
+    flat = inputs.flatten(0, 1) if views > 1 else inputs
+    result = network(flat, with_features=True, **kwargs) if with_features else network(flat, **kwargs)
+    if views == 1:
+        return result
+    unflatten = lambda t: t.reshape(inputs.shape[0], views, *t.shape[1:])  # noqa: E731
+    return tuple(unflatten(t) for t in result) if with_features else unflatten(result)
+
+
+class MultiView:
+    """A training transform applied ``views`` times to each image, stacked (views, C, H, W) (picklable)."""
+
+    def __init__(self, transform: Callable, views: int) -> None:
+        self.transform = transform
+        self.views = views
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        return torch.stack([self.transform(image) for _ in range(self.views)])
+
+
 def mirrored_outputs(model: HashModel, mirror_at: int, flip: bool) -> Callable[[torch.Tensor], torch.Tensor]:
     """Images → the outputs to binarize: ``model(images)``, or with ``flip`` (``--encode-flip``) the mean
     over the input of stage ``mirror_at`` and its mirror (0 = the image itself; under ``--train-from``
@@ -175,10 +204,12 @@ class ImagePipeline:
         """Nothing to prepare: images are decoded as they are read."""
 
     def train_batches(
-        self, train: ImageCollection, order: torch.Tensor, generator: torch.Generator
+        self, train: ImageCollection, order: torch.Tensor, generator: torch.Generator, views: int = 1
     ) -> Iterator[Batch]:
-        """Batches of the training items at positions ``order``, in that order (augmented)."""
-        dataset = ImageDataset(train, self.train_transform)
+        """Batches of the training items at positions ``order``, in that order (augmented; ``views`` > 1:
+        that many independent augmentations of each item, (b, views, C, H, W))."""
+        transform = self.train_transform if views == 1 else MultiView(self.train_transform, views)
+        dataset = ImageDataset(train, transform)
         loader = DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -190,9 +221,11 @@ class ImagePipeline:
         for images, labels, index in loader:
             yield Batch(self._to_device(images), labels.to(self.device), index.to(self.device))
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The network's real-valued outputs for a training batch's inputs."""
-        return self.network(inputs)
+    def forward(
+        self, inputs: torch.Tensor, with_features: bool = False, views: int = 1
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The network's real-valued outputs (and features) for a training batch's inputs (see InputPipeline)."""
+        return forward_views(self.network, inputs, views, with_features)
 
     def for_training(self, network: nn.Module, batch_size: int) -> "ImagePipeline":
         view = copy.copy(self)

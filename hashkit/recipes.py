@@ -10,8 +10,12 @@ hyper-parameters) to values. Two recipes exist:
   at 128 px, blocks 0–10 frozen and cached, blocks 11–15 + hash layer fine-tuned), plus each method's
   own measured values on top (e.g. DHN's λ).
 
-Resolution (``hashkit.config.resolve_config``, the one place): global defaults < the shared recipe <
-the method's recipe (``HashingMethod.recipes[name]``) < flags given on the command line.
+Per data set: a table named ``"seed@cifar10"`` (in :data:`SHARED_RECIPES` or a method's ``recipes``) adds its
+values on top of ``"seed"`` when the run's ``--dataset`` is cifar10 — the references train CIFAR-10 differently
+from their other data sets. ``hashkit train --dry-run --json`` lists the tables a run used (``recipe_layers``).
+
+Resolution (``hashkit.config.resolve_config``, the one place): global defaults < the shared recipe (<
+its per-data-set table) < the method's recipe (< its per-data-set table) < flags given on the command line.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 RECIPE_NAMES: tuple[str, ...] = ("seed", "cpu")
+# A recipe for one data set is named RECIPE@DATASET ("seed@cifar10") and wins over RECIPE on that data set.
+DATASET_SEPARATOR = "@"
 
 # --recipe cpu: EfficientNet-Lite0 at 128 px, blocks 0–10 frozen and cached, blocks 11–15 + hash layer
 # fine-tuned 32 epochs with Adam (body lr 5e-4 cosine-decayed to 0, hash layer 1e-3), batch 64, weight

@@ -76,3 +76,4 @@ class Registry(Generic[T]):
 METHODS: Registry = Registry("method", "hashkit.methods")
 BACKBONES: Registry = Registry("arch", "hashkit.backbones")
 DATASETS: Registry = Registry("dataset", "hashkit.data")
+HEADS: Registry = Registry("head", "hashkit.heads")

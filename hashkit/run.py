@@ -215,13 +215,24 @@ def _validate(config: dict[str, Any], ctx: DistContext) -> None:
         )
     if config.get("resume") and config.get("overwrite"):
         raise HashkitError("--resume continues the run in --out and --overwrite replaces it; pass only one of them")
+    method_cls = METHODS.get(config["method"])
+    activation = config.get("hash_activation") or "none"
+    if activation not in method_cls.hash_activations():
+        raise HashkitError(
+            f"--method {config['method']} relaxes its outputs itself (relaxation: {method_cls.relaxation}), so "
+            f"--hash-activation {activation} would apply a second one; pass --hash-activation none"
+        )
+    from hashkit.heads import head_names
+
+    if (config.get("hash_head") or method_cls.head) not in head_names():
+        raise HashkitError(f"--hash-head {config.get('hash_head')!r} is unknown; valid heads: {', '.join(head_names())}")
     if ctx.is_distributed:
-        method_cls = METHODS.get(config["method"])
-        if not method_cls.supports_distributed:
-            able = [name for name in METHODS.names() if METHODS.get(name).supports_distributed]
+        obstacle = method_cls.torchrun_obstacle()
+        if obstacle is not None:
+            able = [name for name in METHODS.names() if METHODS.get(name).torchrun_obstacle() is None]
             raise HashkitError(
-                f"--method {config['method']} cannot train under torchrun ({ctx.world_size} processes): its training "
-                f"state would differ between processes; run it as one process (hashkit train …, --gpu N for a GPU)"
+                f"--method {config['method']} cannot train under torchrun ({ctx.world_size} processes): {obstacle}; "
+                f"run it as one process (hashkit train …, --gpu N for a GPU)"
                 f"{'; methods that can: ' + ', '.join(able) if able else ''}"
             )
         for key, value in method_cls.distributed_flags.items():

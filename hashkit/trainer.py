@@ -80,10 +80,16 @@ class Trainer:
         self.global_batch = int(pipeline.batch_size)  # --batch-size: the global batch under torchrun too
         self.train_set = getattr(splits, method.training_split)
         method.bind_model(model)
-        self.optimizer = build_optimizer(model, config)
-        self._add_method_module(config)  # before the scheduler: it records every group's lr
         self.step_scheduler = schedule_steps_per_batch(config)  # else once per epoch
-        self.scheduler = build_scheduler(self.optimizer, config, self._steps_per_epoch())
+        # A closed-form method is fitted without optimiser or schedule (hashkit.method).
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.own_optimizers: dict[str, torch.optim.Optimizer] = {}
+        if not method.closed_form:
+            self.optimizer = build_optimizer(model, config)
+            self._add_method_module(config)  # before the scheduler: it records every group's lr
+            self.scheduler = build_scheduler(self.optimizer, config, self._steps_per_epoch())
+            self.own_optimizers = self._own_optimizers()
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.timings = {"train_s": 0.0, "encode_s": 0.0, "eval_s": 0.0}
@@ -113,6 +119,19 @@ class Trainer:
         if params:
             self.optimizer.add_param_group({"params": params, "lr": float(config["lr"]) * float(config["hash_lr_mult"])})
 
+    def _own_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The method's own modules on the device and the optimisers it builds over them (hashkit.method)."""
+        if self.method.own_modules is not None:
+            self.method.own_modules.to(self.device)
+        return dict(self.method.own_optimizers())
+
+    def _modules_train(self) -> None:
+        """Training mode for the network and every module of the method's."""
+        self.model.train()
+        for module in (self.method.module, self.method.own_modules):
+            if module is not None:
+                module.train()
+
     @property
     def checkpoint_path(self) -> Path:
         return self.out_dir / "checkpoint.pt"
@@ -132,6 +151,8 @@ class Trainer:
         main = self.dist.is_main
         if main:
             self._write_result("running")
+        if self.method.closed_form:
+            max_iter = 1  # one fit
         if self.start_epoch >= max_iter:
             logger.info(f"{self.checkpoint_path} already holds all {max_iter} epochs; nothing left to train")
         try:
@@ -139,7 +160,8 @@ class Trainer:
                 for epoch in range(self.start_epoch, max_iter):
                     self._epoch_running = epoch + 1
                     saved_metrics = self.metrics
-                    record = {"epoch": epoch + 1, "losses": self._train_epoch(epoch)}
+                    losses = self._fit_closed_form() if self.method.closed_form else self._train_epoch(epoch)
+                    record = {"epoch": epoch + 1, "losses": losses}
                     if (epoch + 1) % interval == 0 or epoch + 1 == max_iter:
                         if main:  # evaluated once, by rank 0; the other ranks wait
                             self.metrics = self.evaluate()
@@ -180,9 +202,7 @@ class Trainer:
         random.seed(rank_seed)
         np.random.seed(rank_seed % 2**32)
         generator = torch.Generator().manual_seed(seed)
-        self.model.train()
-        if self.method.module is not None:
-            self.method.module.train()
+        self._modules_train()
         self.method.on_epoch_start(epoch)
         order = self.method.epoch_indices(epoch, generator)
         if order is None:
@@ -198,11 +218,15 @@ class Trainer:
         desc = f"epoch {epoch + 1}/{self.config['max_iter']}"
         # A bar on a terminal (rank 0); in a log file only the epoch line below, with its img/s.
         with progress(len(local_order), desc, enabled=self.dist.is_main, summary="never") as bar:
-            for batch in pipeline.train_batches(self.train_set, local_order, loader_generator):
+            views = self.method.views
+            for batch in pipeline.train_batches(self.train_set, local_order, loader_generator, views=views):
                 if steps >= len(plan):
                     raise RuntimeError(f"{type(self.pipeline).__name__}.train_batches yielded more batches than planned")
                 chunk, sizes = plan[steps]
-                outputs = pipeline.forward(batch.inputs)
+                if self.method.needs_features:
+                    outputs, batch.features = pipeline.forward(batch.inputs, with_features=True, views=views)
+                else:
+                    outputs = pipeline.forward(batch.inputs, views=views)
                 self._observe(outputs, batch, chunk, sizes)
                 losses = self.method.training_step(outputs, batch)
                 total = sum(losses.values())
@@ -219,6 +243,9 @@ class Trainer:
                 self.optimizer.step()
                 if self.step_scheduler:
                     self.scheduler.step()
+                if self.own_optimizers:
+                    own = self.method.own_step(outputs.detach(), batch)
+                    values.update({name: float(value.detach()) for name, value in own.items()})
                 for name, value in values.items():
                     sums[name] += value
                 steps += 1
@@ -235,6 +262,22 @@ class Trainer:
         logger.info(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items())
                     + f" ({images_per_s:.0f} img/s)")
         return means
+
+    def _fit_closed_form(self) -> dict[str, float]:
+        """A closed-form method's one fit: the frozen features of the training split (eval mode, the
+        evaluation transform; cached under --freeze-backbone) and, if supervised, its labels."""
+        started = time.perf_counter()
+        self.model.eval()
+        features = self.pipeline.features(self.train_set, desc="features of the training split").to(self.device)
+        labels = None
+        if self.method.supervised:
+            labels = torch.from_numpy(self.train_set.labels).float().to(self.device)
+        with torch.no_grad():
+            stats = {name: float(value) for name, value in self.method.fit(features, labels).items()}
+        self.timings["train_s"] += time.perf_counter() - started
+        logger.info(f"fitted {self.config['method']} on {len(features)} items in {time.perf_counter() - started:.1f}s"
+                    + "".join(f", {k} {v:.4f}" for k, v in stats.items()))
+        return {**stats, "total": stats.get("total", 0.0)}
 
     def _shard(self, order: torch.Tensor, epoch: int) -> tuple[torch.Tensor, list[tuple[torch.Tensor, list[int]]]]:
         """This rank's order and the plan of steps: (global batch positions, every rank's part size)."""
@@ -310,8 +353,10 @@ class Trainer:
                 "model": self.model.state_dict(),
                 "method_state": self.method.state_dict(),
                 "method_module": None if self.method.module is None else self.method.module.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
+                "method_own_modules": None if self.method.own_modules is None else self.method.own_modules.state_dict(),
+                "method_own_optimizers": {name: opt.state_dict() for name, opt in self.own_optimizers.items()},
+                "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
                 "epoch": epochs_done,
                 "history": self.history,
                 "metrics": self.metrics,
@@ -327,8 +372,13 @@ class Trainer:
         self.method.load_state_dict(checkpoint["method_state"])
         if self.method.module is not None:
             self.method.module.load_state_dict(checkpoint["method_module"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if self.method.own_modules is not None:
+            self.method.own_modules.load_state_dict(checkpoint["method_own_modules"])
+        for name, optimizer in self.own_optimizers.items():
+            optimizer.load_state_dict(checkpoint["method_own_optimizers"][name])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.start_epoch = self.epochs_saved = int(checkpoint["epoch"])
         self.history = list(checkpoint["history"])
         self.metrics = dict(checkpoint["metrics"])

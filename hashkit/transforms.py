@@ -10,12 +10,18 @@ Normalize, per batch).
 Training (``--train-transform``):
 
 * ``resize_flip`` (hashkit's default): Resize to ``image_size`` × ``image_size``, RandomHorizontalFlip;
-* ``resized_crop_flip`` (the seeds'): RandomResizedCrop(``image_size``), RandomHorizontalFlip.
+* ``resized_crop_flip`` (the seeds'): RandomResizedCrop(``image_size``), RandomHorizontalFlip;
+* ``resize`` (no augmentation; DeepHash-pytorch on CIFAR-10): Resize to ``image_size`` × ``image_size``;
+* ``resize_flip_jitter`` (FIRe on CIFAR-10): Resize to ``image_size`` × ``image_size``, RandomHorizontalFlip,
+  ColorJitter(brightness=0.05, contrast=0.05);
+* ``resize256_randomcrop224_flip`` (DeepHash-pytorch elsewhere): Resize(``image_size`` · 256/224, the shorter
+  side), RandomCrop(``image_size``), RandomHorizontalFlip.
 
 Evaluation (``--test-transform``):
 
 * ``resize`` (hashkit's default): Resize to ``image_size`` × ``image_size``;
-* ``center_crop`` (the seeds'): Resize(``image_size`` · 256/224, the shorter side) + CenterCrop(``image_size``);
+* ``center_crop`` (the seeds'; alias ``resize256_centercrop224``): Resize(``image_size`` · 256/224, the
+  shorter side) + CenterCrop(``image_size``);
 * ``ten_crop``: the same Resize + TenCrop(``image_size``) — the four corners and the centre, and their
   mirrors — stacked to (10, C, H, W) per image; ``HashModel.encode_outputs`` averages the network's
   outputs over the ten crops before the sign (thuml/HashNet's ``image_test_10crop``).
@@ -71,11 +77,16 @@ RECIPES: dict[str, Callable[[int, InterpolationMode], Steps]] = {
     "resize": _resize,  # the evaluation default
     "resize_flip": lambda size, filt: _resize(size, filt) + [T.RandomHorizontalFlip()],  # the training default
     "resized_crop_flip": lambda size, filt: [T.RandomResizedCrop(size, interpolation=filt), T.RandomHorizontalFlip()],
+    "resize_flip_jitter": lambda size, filt: _resize(size, filt) + [
+        T.RandomHorizontalFlip(), T.ColorJitter(brightness=0.05, contrast=0.05)],
+    "resize256_randomcrop224_flip": lambda size, filt: [
+        T.Resize(crop_resize(size), interpolation=filt), T.RandomCrop(size), T.RandomHorizontalFlip()],
     "center_crop": lambda size, filt: [T.Resize(crop_resize(size), interpolation=filt), T.CenterCrop(size)],
+    "resize256_centercrop224": lambda size, filt: RECIPES["center_crop"](size, filt),
     "ten_crop": lambda size, filt: [T.Resize(crop_resize(size), interpolation=filt), T.TenCrop(size)],
 }
-TRAIN_TRANSFORMS = ("resize_flip", "resized_crop_flip")
-TEST_TRANSFORMS = ("resize", "center_crop", "ten_crop")
+TRAIN_TRANSFORMS = ("resize_flip", "resized_crop_flip", "resize", "resize_flip_jitter", "resize256_randomcrop224_flip")
+TEST_TRANSFORMS = ("resize", "center_crop", "resize256_centercrop224", "ten_crop")
 DEFAULT_TRAIN = "resize_flip"
 DEFAULT_TEST = "resize"
 

@@ -54,6 +54,8 @@ CHUNK_ELEMENTS = 1 << 24  # similarity entries per chunk (64 MB as float32)
 @METHODS.register("adsh")
 class ADSH(HashingMethod):
     name = "adsh"
+    family = "asymmetric pairwise"
+    relaxation = "tanh"
     paper = "Jiang, Li. Asymmetric Deep Supervised Hashing. AAAI 2018"
     hyperparameters = {
         "gamma": Hyper(200.0, "weight γ of the quantization term γ‖v_i − tanh(F(x_i))‖² (ADSH eq. 3)"),

@@ -21,6 +21,8 @@ from hashkit.registry import METHODS
 @METHODS.register("ce")
 class CE(CodeClassifierMethod):
     name = "ce"
+    family = "classification (baseline)"
+    relaxation = "own"
     paper = "cross-entropy baseline: a linear classifier on tanh codes (as CISiPLab's FIRe 'ce')"
     hyperparameters = {}
     # cpu: the recipe of the methods it baselines (hashkit.recipes.REGULARISED_CPU), measured (32 bits, seed 0):

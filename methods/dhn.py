@@ -46,6 +46,8 @@ PAIRINGS = ("batch", "memory")
 @METHODS.register("dhn")
 class DHN(PairwiseMemoryMethod):
     name = "dhn"
+    family = "pairwise"
+    relaxation = "tanh"
     # In-batch pairs couple the processes' parts of a torchrun batch; pairs against the memory (written in
     # observe) are exact. torchrun refuses other values (hashkit.run).
     distributed_flags = {"pairs": "memory"}

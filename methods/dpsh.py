@@ -38,6 +38,7 @@ from hashkit.registry import METHODS
 @METHODS.register("dpsh")
 class DPSH(PairwiseMemoryMethod):
     name = "dpsh"
+    family = "pairwise"
     paper = "Li, Wang, Kang. Feature Learning based Deep Supervised Hashing with Pairwise Labels. IJCAI 2016"
     hyperparameters = {
         "eta": Hyper(10.0, "weight η of the quantization term η‖B−U‖² (paper eq. 3)"),

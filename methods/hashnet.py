@@ -63,6 +63,8 @@ PAIRINGS = ("split", "memory")
 @METHODS.register("hashnet")
 class HashNet(PairwiseMemoryMethod):
     name = "hashnet"
+    family = "pairwise"
+    relaxation = "own"
     # In-batch pairs couple the processes' parts of a torchrun batch; pairs against the memory (written in
     # observe) are exact. torchrun refuses other values (hashkit.run).
     distributed_flags = {"pairs": "memory"}

@@ -7,8 +7,7 @@ scheme in hashkit/method_parts/orthohash.py; the paper's equation numbers not ve
 
 with fixed ±1 class codes C (Hadamard rows), s = 8, m = 0.3 (the authors' orthocos template; the margin
 is applied to every label of a multi-label item, as in their code). Multi-label: yes.
-Trainable state of its own: none (the batch-norm has no affine part; its running mean is folded into
-the hash layer every epoch, so codes are sign(u) of the network).
+Head: ``bn`` (W x without bias, then an affine batch-norm, as FIRe); codes are sign of its output.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ def cosine_margin_logits(cos: torch.Tensor, labels: torch.Tensor, s: float, m: f
 @METHODS.register("orthocos")
 class OrthoCos(OrthoHashMethod):
     name = "orthocos"
+    family = "center (cosine margin)"
     paper = ORTHOHASH_PAPER + " (cosine margin)"
     hyperparameters = orthohash_hyper(s=8.0, m=0.3)
     recipes = {

@@ -47,6 +47,8 @@ def sdhc_loss(
 @METHODS.register("sdhc")
 class SDHC(CodeClassifierMethod):
     name = "sdhc"
+    family = "classification"
+    relaxation = "own"
     paper = (
         "Erin Liong, Lu, Wang, Moulin, Zhou. Deep Hashing for Compact Binary Codes Learning. CVPR 2015 "
         "(with a classification head, as FIRe's SDH-C)"
@@ -63,9 +65,9 @@ class SDHC(CodeClassifierMethod):
     recipes = {"seed": dict(FIRE_SEED), "cpu": dict(REGULARISED_CPU)}
 
     def bind_model(self, model: nn.Module) -> None:
-        layer = getattr(model, "hash_layer", None)
+        layer = getattr(getattr(model, "head", None), "linear", None)
         if not isinstance(layer, nn.Linear):
-            raise HashkitError(f"--method {self.name} regularises the hash layer's weight; this model has no linear hash layer")
+            raise HashkitError(f"--method {self.name} regularises the hash head's weight; this model's head has no linear layer")
         self.hash_weight = layer.weight
 
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:

@@ -165,8 +165,8 @@ def test_orthohash_loss(cls, multi_label: bool) -> None:
     u, labels = fixed(3, multi_label)
     s, margin, quan = 7.0, 0.25, 0.5
     m = method(cls, labels, s=s, m=margin, quan=quan)
-    losses = m.training_step(u, batch(labels))
-    v = batchnorm_rows(u)
+    losses = m.training_step(u, batch(labels))  # u: the bn head's outputs, read as they are
+    v = u.tolist()
     centers = m.centers.tolist()
     rows = []
     for i in range(B):
@@ -183,25 +183,33 @@ def test_orthohash_loss(cls, multi_label: bool) -> None:
     assert val(losses["quantization"]) == pytest.approx(quan * q, abs=1e-6)
 
 
-def test_orthohash_fold_keeps_training_and_makes_codes_sign_of_bn() -> None:
+def test_orthohash_head_is_firs_bias_free_linear_and_affine_batchnorm() -> None:
+    """OrthoHash's head as FIRe builds it: W x without bias, then an affine BatchNorm1d; in training the batch
+    statistics, in evaluation (codes) the running ones — computed here by hand from the head's parameters.
+    Fails if the head keeps a bias or drops the BN's affine part (γ, β)."""
+    from hashkit.heads import build_head
+
     torch.manual_seed(0)
-    _, labels = fixed(4)
-    model = nn.Module()
-    model.hash_layer = nn.Linear(5, K).double()
-    x = torch.randn(B, 5, dtype=torch.float64) + 3.0  # outputs far from zero-mean per bit
-    m = method(OrthoCos, labels)
-    m.bind_model(model)
-    for _ in range(3):
-        m.training_step(model.hash_layer(x), batch(labels))  # running statistics move
-    before = m.training_step(model.hash_layer(x), batch(labels))["ce"]
-    m.module.eval()
-    bn_codes = torch.sign(m.normalise(model.hash_layer(x)))
-    m.on_epoch_end(0)
-    assert torch.equal(torch.where(model.hash_layer(x) >= 0, 1.0, -1.0).double(), bn_codes)
-    assert torch.equal(torch.sign(m.normalise(model.hash_layer(x))), bn_codes)  # BN_eval unchanged by the fold
-    m.module.train()
-    after = m.training_step(model.hash_layer(x), batch(labels))["ce"]
-    assert float(after.detach()) == pytest.approx(float(before.detach()), abs=1e-9)  # training is invariant to the fold
+    head = build_head(OrthoCos.head, 5, K).double()
+    assert head.linear.bias is None and head.bn.affine
+    with torch.no_grad():
+        head.bn.weight.copy_(torch.linspace(0.5, 1.5, K, dtype=torch.float64))
+        head.bn.bias.copy_(torch.linspace(-0.3, 0.3, K, dtype=torch.float64))
+    x = torch.randn(B, 5, dtype=torch.float64) + 3.0
+    wx = (x @ head.linear.weight.t()).tolist()
+    gamma, beta = head.bn.weight.tolist(), head.bn.bias.tolist()
+    train_out = head(x).detach()
+    normalised = batchnorm_rows(torch.tensor(wx, dtype=torch.float64), eps=head.bn.eps)
+    for i in range(B):
+        for k in range(K):
+            assert float(train_out[i, k]) == pytest.approx(gamma[k] * normalised[i][k] + beta[k], abs=1e-9)
+    head.eval()
+    mean, var = head.bn.running_mean.tolist(), head.bn.running_var.tolist()
+    eval_out = head(x).detach()
+    for i in range(B):
+        for k in range(K):
+            expected = gamma[k] * (wx[i][k] - mean[k]) / math.sqrt(var[k] + head.bn.eps) + beta[k]
+            assert float(eval_out[i, k]) == pytest.approx(expected, abs=1e-9)
 
 
 @pytest.mark.parametrize("multi_label", [False, True])
@@ -248,13 +256,14 @@ def test_sdhc_loss_and_single_label_only() -> None:
     u, labels = fixed(7)
     m = method(SDHC, labels, lmbd0=0.1, lmbd1=0.2, lmbd2=0.3, alpha=0.7)
     model = nn.Module()
-    model.hash_layer = nn.Linear(3, K).double()
+    model.head = nn.Module()
+    model.head.linear = nn.Linear(3, K).double()
     m.bind_model(model)
     losses = m.training_step(u, batch(labels))
     v = [[math.tanh(float(x)) for x in row] for row in u]
     j1 = sum((x - sgn(x)) ** 2 for row in v for x in row) / (B * K)
     j2 = sum(x * x for row in v for x in row) / K / 2
-    w = model.hash_layer.weight.tolist()
+    w = model.head.linear.weight.tolist()
     j3 = sum((sum(a * b for a, b in zip(w[k], w[l])) - (1.0 if k == l else 0.0)) ** 2 for k in range(K) for l in range(K))
     assert val(losses["quantization"]) == pytest.approx(0.1 * j1, abs=1e-6)
     assert val(losses["variance"]) == pytest.approx(-0.2 * j2, abs=1e-6)

@@ -46,7 +46,7 @@ def pretrained_state() -> dict[str, torch.Tensor]:
 def make_model(state: dict[str, torch.Tensor], bits: int = 16, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = build_model("efficientnet_lite0", bits, pretrained=False)
-    state = {k: v for k, v in state.items() if not k.startswith("hash_layer")}
+    state = {k: v for k, v in state.items() if not k.startswith("head.")}
     model.load_state_dict(state, strict=False)
     return model
 

@@ -58,7 +58,7 @@ def test_hash_dropout_only_acts_in_training() -> None:
     assert torch.equal(given, features)
     zero = kept == 0
     assert torch.allclose(kept[~zero], 2 * features[~zero]) and 0.4 < zero.float().mean() < 0.6  # ×1/(1−p)
-    assert torch.allclose(out, plain.hash_layer(kept), atol=1e-6)  # the hash layer sees the dropped features
+    assert torch.allclose(out, plain.head.linear(kept), atol=1e-6)  # the hash layer sees the dropped features
 
 
 @pytest.mark.parametrize("options", [{"hash_dropout": 1.0}, {"hash_dropout": -0.1}])

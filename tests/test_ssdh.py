@@ -295,4 +295,4 @@ def test_training_never_reads_labels(tmp_path, monkeypatch: pytest.MonkeyPatch) 
     # Control: the same comparison does see a supervised method's use of labels.
     c = train_tiny("dpsh", False, tmp_path / "c", monkeypatch)
     d = train_tiny("dpsh", True, tmp_path / "d", monkeypatch)
-    assert not torch.equal(c["model"]["hash_layer.weight"], d["model"]["hash_layer.weight"])
+    assert not torch.equal(c["model"]["head.linear.weight"], d["model"]["head.linear.weight"])

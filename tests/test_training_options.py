@@ -43,8 +43,8 @@ def test_tanh_activation_init_std_and_codes() -> None:
     assert torch.allclose(tanh(x), torch.tanh(plain(x)))
     assert torch.equal(binarize(tanh(x)), binarize(plain(x)))  # sign(tanh u) = sign u
     wide = HashModel(fc_backbone(), 2048, hash_init_std=0.01)
-    assert wide.hash_layer.weight.std().item() == pytest.approx(0.01, rel=0.02)
-    assert torch.all(wide.hash_layer.bias == 0)
+    assert wide.head.linear.weight.std().item() == pytest.approx(0.01, rel=0.02)
+    assert torch.all(wide.head.linear.bias == 0)
     with pytest.raises(HashkitError, match="--hash-activation"):
         HashModel(fc_backbone(), 6, hash_activation="sigmoid")
 
@@ -57,7 +57,7 @@ def test_relu_linear_head_takes_fc7_before_its_relu() -> None:
     assert [type(m) for m in fc7] == [nn.Dropout, nn.Linear]  # the trailing ReLU is gone
     features = seed_head.backbone(x)
     assert (features < 0).any()  # pre-activation features (what SSDH's structure is built on)
-    expected = seed_head.hash_layer(torch.relu(features))  # the seed's ReLU → Linear head
+    expected = seed_head.head.linear(torch.relu(features))  # the seed's ReLU → Linear head
     assert torch.allclose(seed_head(x), expected)
 
 
