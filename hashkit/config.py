@@ -204,7 +204,7 @@ def recipe_name(given: Mapping[str, Any]) -> str:
 
 def recipe_layers(method: str, recipe: str, dataset: str | None = None) -> list[tuple[str, dict[str, Any]]]:
     """The recipe tables a run of ``method`` on ``dataset`` starts from, lowest priority first, each named
-    (``shared:cpu``, ``method:seed``, ``method:seed@cifar10``); absent tables are left out."""
+    (``shared:cpu``, ``method:seed``, ``method:seed@cifar10``); absent and empty tables are left out."""
     method_cls = METHODS.get(method)
     data = None
     if dataset is not None:
@@ -216,7 +216,7 @@ def recipe_layers(method: str, recipe: str, dataset: str | None = None) -> list[
     layers = []
     for owner, tables in (("shared", SHARED_RECIPES), ("method", method_cls.recipes)):
         for name in names:
-            if name in tables:
+            if tables.get(name):
                 layers.append((f"{owner}:{name}", dict(tables[name])))
     return layers
 
