@@ -28,8 +28,9 @@ closed-form methods (examples of each kind: tests/method_examples/, the docs' "A
 
 The Trainer calls, in order::
 
-    method.bind_model(model)                         # once: the network (a loss may read the head)
     method.setup(TrainingData)                       # once: labels, sizes, optional pretrained features
+    method.bind_model(model)                         # once: the network (a loss may read or fit the head)
+    method.own_optimizers()                          # once: optimisers over own_modules, if any
     if method.closed_form:
         method.fit(features of the training split, labels)
     else, for each epoch:
