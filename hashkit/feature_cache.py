@@ -40,7 +40,7 @@ from hashkit.errors import HashkitError
 from hashkit.progress import progress
 from hashkit.transforms import DEFAULT_TEST, geometric_steps, normalize_batch, pil_resample
 
-CACHE_FORMAT = 1  # bump when the file layout or the way activations are computed changes
+CACHE_FORMAT = 2  # bump when the file layout or the way activations are computed changes (2: full batches, issue 35)
 MAGIC = b"HKFCACHE"
 SHARD_SUFFIX = ".hkfc"
 SHARD_IMAGES = 10_000  # rows per shard: an interrupted caching loses at most one shard's work
