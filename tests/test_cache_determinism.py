@@ -38,7 +38,8 @@ OTHER_SIZES = ("--num-query", "6", "--num-train", "8", "--num-database", "14")
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """One torch thread (fast on 2 shared cores; the cache is also computed under one: see the partial test)."""
+    """One torch thread: fast on 2 shared cores, and at one thread the oneDNN kernels change with the batch size
+    for small batches, so the partial-cache case also checks that the cache runs every batch at full size."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -170,7 +171,7 @@ def from_flags(method: str, tmp_path: Path, *extra: str) -> list[str]:
     return ["--from", str(out / "checkpoint.pt")]
 
 
-# Each regulariser of the cached path alone (the recipe's others off), then all of them (the catalogue recipe).
+# Each recipe feature of the cached path alone (the recipe's others off); all of them together: the registry test.
 NONE = ("--cached-views", "0", "--drop-path", "0", "--hash-dropout", "0", "--no-freeze-depthwise", "--no-cached-flip")
 FEATURES = {
     "cached views": ("--cached-views", "2"),
