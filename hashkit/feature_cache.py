@@ -40,7 +40,7 @@ from hashkit.errors import HashkitError
 from hashkit.progress import progress
 from hashkit.transforms import DEFAULT_TEST, geometric_steps, normalize_batch, pil_resample
 
-CACHE_FORMAT = 1  # bump when the file layout or the way activations are computed changes
+CACHE_FORMAT = 2  # bump when the file layout or the way activations are computed changes (2: full batches, issue 35)
 MAGIC = b"HKFCACHE"
 SHARD_SUFFIX = ".hkfc"
 SHARD_IMAGES = 10_000  # rows per shard: an interrupted caching loses at most one shard's work
@@ -335,6 +335,12 @@ def inference_prefix(prefix: nn.Module, probe: torch.Tensor, channels_last: bool
     return prefix
 
 
+def fixed_probe(row_shape: Sequence[int], device: torch.device) -> torch.Tensor:
+    """Two fixed standard-normal inputs of ``row_shape``: the BatchNorm-folding check sees the same values
+    whatever images come first, so whether a cache is computed folded never depends on the split."""
+    return torch.randn((2, *row_shape), generator=torch.Generator().manual_seed(0)).to(device)
+
+
 def compute_activations(
     prefix: nn.Module,
     images: ImageCollection | AugmentedViews,
@@ -355,24 +361,35 @@ def compute_activations(
     ``recipe``) in order; logs the images/s at the end (and shows a bar on a terminal).
     ``precision="bf16"`` runs the prefix under bfloat16 autocast.
     """
+    # A private generator: a DataLoader draws its workers' base seed from the one it is given, by default
+    # torch's global RNG, which a run's dropout and stochastic depth draw from; caching must not move it, or
+    # a run that fills the cache would train differently from one that reads it (issue 35). Nothing here is
+    # random (views draw from their item key), so the seed is fixed.
     loader = DataLoader(
         ResizedImages(images, image_size, interpolation, recipe), batch_size=batch_size, num_workers=num_workers,
-        persistent_workers=False, prefetch_factor=4 if num_workers else None,
+        persistent_workers=False, prefetch_factor=4 if num_workers else None, generator=torch.Generator().manual_seed(0),
     )
     network: nn.Module | None = None
     position = 0
     with torch.inference_mode(), progress(len(images), desc, summary="always") as bar:
         for batch in loader:
             x = normalize_batch(batch, mean, std).to(device)
+            # Every batch is run at the full batch size (the last one padded with zeros): oneDNN picks its
+            # convolution kernels by batch size (and threads), and kernels round differently, so an image's
+            # row would depend on the batch it fell in, i.e. on which other images the cache lacked (issue 35).
+            # Within a batch size an image's outputs do not depend on its position or neighbours (measured).
+            short = batch_size - len(x)
+            if short > 0:
+                x = torch.cat([x, x.new_zeros((short, *x.shape[1:]))])
             x = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
             if network is None:
-                network = inference_prefix(prefix, x[:8], channels_last).to(device)
+                network = inference_prefix(prefix, fixed_probe(x.shape[1:], device), channels_last).to(device)
             if precision == "bf16":
                 with torch.autocast(device.type, dtype=torch.bfloat16):
                     out = network(x)
             else:
                 out = network(x)
-            yield position, out.to(torch.float16).cpu().contiguous().numpy()
+            yield position, out[: len(batch)].to(torch.float16).cpu().contiguous().numpy()
             position += len(batch)
             bar.update(len(batch))
 
