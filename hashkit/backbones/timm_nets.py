@@ -114,9 +114,10 @@ def resolve_name(name: str) -> str:
     name = name.strip()
     if timm.is_model(name):
         arch, tag = timm.models.split_model_name_tag(name)
-        if not tag or timm.models.get_pretrained_cfg(name, allow_unregistered=False) is not None:
+        tagged = timm.list_pretrained(f"{arch}.*")
+        if not tag or name in tagged:
             return name
-        tags = [t.split(".", 1)[1] for t in timm.list_pretrained(f"{arch}.*")]
+        tags = [t.split(".", 1)[1] for t in tagged]
         raise HashkitError(
             f"timm model {arch} has no pretrained tag {tag!r}; its tags: {', '.join(tags) or 'none'}"
         )
