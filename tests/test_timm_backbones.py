@@ -215,6 +215,17 @@ def test_cached_outputs_equal_the_full_network(name: str, tmp_path: Path) -> Non
     assert f"timm:{name}-{model.backbone.stage_names[start]}-{SIZE}px-" in str(cached.store.folder)
 
 
+def test_encode_flip_on_vit_tokens_is_refused_before_training(tmp_path: Path) -> None:
+    """Cached ViT activations are tokens, not maps: --encode-flip (a flip(-1) mirror) is refused at once;
+    a ConvNeXt's (n, C, H, W) activations take it."""
+    options = dict(dataset="toy", image_size=SIZE, batch_size=8, num_workers=0, device=CPU, cache_dir=str(tmp_path))
+    vit = build_model("timm:test_vit", 16, pretrained=False, image_size=SIZE)
+    with pytest.raises(HashkitError, match=r"inputs of stage blocks_3 have shape \(n, 5, 64\) .*pass --no-encode-flip"):
+        CachedPipeline(vit, 4, encode_flip=True, **options)
+    convnext = build_model("timm:test_convnext", 16, pretrained=False, image_size=SIZE)
+    assert CachedPipeline(convnext, 3, encode_flip=True, **options).encode_flip
+
+
 # ---------------------------------------------------------------- the command line
 
 
