@@ -29,7 +29,7 @@ from hashkit.checkpoint import load_checkpoint  # noqa: E402
 from hashkit.config import same_setting  # noqa: E402
 from hashkit.data.base import ImageCollection, one_hot  # noqa: E402
 from hashkit.errors import HashkitError  # noqa: E402
-from hashkit.model import binarize, build_model  # noqa: E402
+from hashkit.model import apply_backbone_training_options, binarize, build_model  # noqa: E402
 from hashkit.pipeline import ImagePipeline, train_from_index  # noqa: E402
 from hashkit.registry import BACKBONES  # noqa: E402
 
@@ -116,6 +116,11 @@ def test_stages_compute_exactly_timms_features(name: str, tmp_path: Path) -> Non
     assert sum(p.numel() for p in backbone.parameters()) == sum(p.numel() for p in reference.parameters()) - classifier
     with pytest.raises(HashkitError, match=r"unknown stage 'blocks.99' for arch timm:"):
         backbone.stage_index("blocks.99")
+
+
+def test_an_image_size_the_model_cannot_take_fails_in_one_line() -> None:
+    with pytest.raises(HashkitError, match=r"^timm:test_vit cannot take 8-px images \(.*\); use a larger --image-size$"):
+        build_backbone("timm:test_vit", pretrained=False, image_size=8)
 
 
 def test_swin_stages_exchange_nchw_so_a_mirror_is_flip_last() -> None:
@@ -224,6 +229,15 @@ def test_encode_flip_on_vit_tokens_is_refused_before_training(tmp_path: Path) ->
         CachedPipeline(vit, 4, encode_flip=True, **options)
     convnext = build_model("timm:test_convnext", 16, pretrained=False, image_size=SIZE)
     assert CachedPipeline(convnext, 3, encode_flip=True, **options).encode_flip
+
+
+def test_drop_path_leaves_timms_blocks_alone() -> None:
+    """timm's blocks hold a DropPath module named ``drop_path``: --drop-path (EfficientNet-Lite's float rate)
+    must not overwrite it, and refuses the flag in one line instead."""
+    model = build_model("timm:test_convnext", 16, pretrained=False, image_size=SIZE)
+    with pytest.raises(HashkitError, match=r"^--drop-path: backbone timm:test_convnext has no blocks with stochastic depth"):
+        apply_backbone_training_options(model, {"arch": "timm:test_convnext", "drop_path": 0.2})
+    assert all(isinstance(m.drop_path, torch.nn.Module) for m in model.modules() if hasattr(m, "drop_path"))
 
 
 # ---------------------------------------------------------------- the command line

@@ -375,6 +375,21 @@ def load_weights(backbone: Backbone, model: nn.Module, path: str | Path, name: s
     )
 
 
+def _check_input_size(backbone: Backbone, image_size: int) -> None:
+    """Run one blank image through the stages (eval mode, no gradients), so that a size the model cannot
+    take (a ViT's patch larger than the image, too many downsamplings) fails here in one line, not in
+    the middle of caching or training."""
+    was_training = backbone.training
+    try:
+        with torch.no_grad():
+            backbone.eval()(torch.zeros(1, 3, image_size, image_size))
+    except (RuntimeError, AssertionError, ValueError) as exc:  # conv sizes; timm's torch._assert on shapes
+        first = " ".join(str(exc).split())[:200]
+        raise HashkitError(f"{backbone.arch} cannot take {image_size}-px images ({first}); use a larger --image-size") from exc
+    finally:
+        backbone.train(was_training)
+
+
 def build_timm_backbone(
     name: str, pretrained: bool = True, weights: str | None = None, image_size: int | None = None
 ) -> Backbone:
@@ -392,6 +407,8 @@ def build_timm_backbone(
     arch = f"{PREFIX}:{name}"
     backbone = Backbone(split_stages(model), feature_dim=int(getattr(model, "head_hidden_size", None) or model.num_features),
                         input_spec=input_spec(model), arch=arch)  # fmt: skip
+    if image_size:
+        _check_input_size(backbone, int(image_size))
     source = weights if weights is not None else fetch_pretrained(name) if pretrained else None
     if source is not None:
         load_weights(backbone, model, source, name)
