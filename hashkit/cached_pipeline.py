@@ -86,8 +86,6 @@ class CachedPipeline:
         self.channels_last = backbone.arch.startswith("efficientnet") or backbone.arch == "resnet50"
         self.prefix = backbone[:start]
         freeze_stages(self.prefix)
-        if encode_flip and start < len(backbone):
-            check_mirrorable(self.prefix, image_size, backbone.stage_names[start])
         spec = backbone.input_spec
         stage = backbone.stage_names[start] if start < len(backbone) else "end"
         # The transform (hashkit.transforms) whose outputs are cached, once: a deterministic evaluation
@@ -198,19 +196,6 @@ class CachedPipeline:
         step = self.encode_batch_size
         batches = (self._inputs(self.store.gather(where[i : i + step])) for i in range(0, len(where), step))
         return encode_batches(self.model, batches, network, total=len(images), width=width, desc=desc)
-
-
-def check_mirrorable(prefix: nn.Module, image_size: int, stage: str) -> None:
-    """--encode-flip mirrors cached activations with ``flip(-1)``: refuse, before any training, a stage
-    whose inputs are not (n, C, H, W) maps (a ViT's tokens), probing the frozen stages on one blank image."""
-    with torch.no_grad():
-        device = next(iter(prefix.parameters()), torch.empty(0)).device
-        shape = tuple(prefix.eval()(torch.zeros(1, 3, image_size, image_size, device=device)).shape)
-    if len(shape) != 4:
-        raise HashkitError(
-            f"--encode-flip mirrors spatial activations but the inputs of stage {stage} have shape (n, "
-            f"{', '.join(map(str, shape[1:]))}) (tokens, not an (n, C, H, W) map); pass --no-encode-flip"
-        )
 
 
 def freeze_stages(stages: torch.nn.Module) -> None:

@@ -220,15 +220,35 @@ def test_cached_outputs_equal_the_full_network(name: str, tmp_path: Path) -> Non
     assert f"timm:{name}-{model.backbone.stage_names[start]}-{SIZE}px-" in str(cached.store.folder)
 
 
-def test_encode_flip_on_vit_tokens_is_refused_before_training(tmp_path: Path) -> None:
-    """Cached ViT activations are tokens, not maps: --encode-flip (a flip(-1) mirror) is refused at once;
-    a ConvNeXt's (n, C, H, W) activations take it."""
+def test_vit_stages_hand_on_a_token_map_whose_flip_mirrors_the_patch_grid(tmp_path: Path) -> None:
+    """A ViT's stages exchange (n, C, 1 + H, W): the class token repeated along row 0, the patch tokens on
+    their grid. flip(-1) of that map (the cache's flip, --encode-flip) is the mirrored patch grid with the
+    class token unchanged; the cached pipeline flips and flip-averages ViT activations as a convnet's."""
+    torch.manual_seed(0)
+    model = build_model("timm:test_vit", 16, pretrained=False, image_size=SIZE).eval()
+    vit = model.backbone[len(model.backbone) - 1]._timm_model
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        tokens = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))  # timm's own embedding
+        grid = SIZE // 16
+        activations = model.backbone[:1](x)
+        assert activations.shape == (2, 64, 1 + grid, grid)
+        for j in range(grid):
+            assert torch.equal(activations[:, :, 0, j], tokens[:, 0])  # the class token, on every column
+        assert torch.equal(activations[:, :, 1:].flatten(2).transpose(1, 2), tokens[:, 1:])
+        mirrored = torch.cat([tokens[:, :1], tokens[:, 1:].reshape(2, grid, grid, 64).flip(2).reshape(2, -1, 64)], 1)
+        want = vit.forward_head(vit.norm(vit.blocks(mirrored)), pre_logits=True)
+        torch.testing.assert_close(model.backbone[1:](activations.flip(-1)), want, rtol=0, atol=1e-6)
     options = dict(dataset="toy", image_size=SIZE, batch_size=8, num_workers=0, device=CPU, cache_dir=str(tmp_path))
-    vit = build_model("timm:test_vit", 16, pretrained=False, image_size=SIZE)
-    with pytest.raises(HashkitError, match=r"inputs of stage blocks_3 have shape \(n, 5, 64\) .*pass --no-encode-flip"):
-        CachedPipeline(vit, 4, encode_flip=True, **options)
-    convnext = build_model("timm:test_convnext", 16, pretrained=False, image_size=SIZE)
-    assert CachedPipeline(convnext, 3, encode_flip=True, **options).encode_flip
+    cached = CachedPipeline(model, 4, encode_flip=True, flip=True, **options)
+    data = images(8)
+    acts = cached.activations(data).float()
+    (batch,) = list(cached.train_batches(data, torch.arange(8), torch.Generator().manual_seed(1)))
+    flipped = [not torch.equal(batch.inputs[i], acts[i]) for i in range(8)]
+    assert 0 < sum(flipped) < 8 and all(torch.equal(batch.inputs[i], acts[i].flip(-1)) for i in range(8) if flipped[i])
+    with torch.no_grad():
+        want = 0.5 * (model(acts, start=4) + model(acts.flip(-1), start=4))
+    torch.testing.assert_close(cached.encode(data), want, rtol=0, atol=1e-5)
 
 
 def test_drop_path_leaves_timms_blocks_alone() -> None:

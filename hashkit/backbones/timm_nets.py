@@ -10,10 +10,11 @@ written ``_`` (``blocks_3`` = ``blocks.3`` for a ViT, ``stages_3`` for a ConvNeX
 ``layer3`` for a ResNet) and ``head`` (the final norm and pooling). Every parameter and buffer of the timm
 model belongs to exactly one stage (checked when building); the stages share the timm model's modules, so
 the staged backbone computes exactly timm's ``forward_features`` then ``forward_head(pre_logits=True)``.
-Activations between stages are (n, C, H, W) for convnets and Swin (whose blocks work on (n, H, W, C):
-its stages transpose at their borders, so a horizontal mirror is ``flip(-1)`` everywhere, as the cache's
-flip augmentation assumes) and (n, tokens, C) for a ViT. Another architecture is one stage ``body``
-(usable with ``--freeze-backbone``, not with ``--train-from``).
+Activations between stages are (n, C, H, W) maps for every family, so that a horizontal mirror is
+``flip(-1)``, as the cache's flip augmentation and ``--encode-flip`` assume: Swin's blocks work on
+(n, H, W, C), so its stages transpose at their borders; a ViT's blocks work on tokens (n, p + H·W, C)
+(p prefix tokens: class, registers), so its stages hand on the map :class:`_TokensToMap` lays out.
+Another architecture is one stage ``body`` (usable with ``--freeze-backbone``, not with ``--train-from``).
 
 Weights (``--weights``): ``imagenet`` (the default where timm has pretrained weights: its default tag,
 from the Hugging Face hub, or a copy saved as :func:`dropin_path`), a local ``.safetensors``/``.pth`` file
@@ -85,12 +86,12 @@ class StageLayout:
     blocks: str | tuple[str, ...]
     after: tuple[str, ...]
     nhwc: bool = False
-    vit_embed: bool = False  # the stem is a ViT's patch embedding + class/register tokens + positions
+    vit: bool = False  # the stem is a ViT's patch embedding + class/register tokens + positions; tokens
 
 
 FAMILIES: dict[str, StageLayout] = {
     "VisionTransformer": StageLayout("embed", ("patch_embed", "pos_drop", "patch_drop", "norm_pre"), "blocks",
-                                     ("norm",), vit_embed=True),
+                                     ("norm",), vit=True),
     "SwinTransformer": StageLayout("embed", ("patch_embed",), "layers", ("norm",), nhwc=True),
     "ConvNeXt": StageLayout("stem", ("stem",), "stages", ("norm_pre",)),
     "ResNet": StageLayout("stem", ("conv1", "bn1", "act1", "maxpool"), ("layer1", "layer2", "layer3", "layer4"), ()),
@@ -157,6 +158,34 @@ class _ToNHWC(nn.Module):
         return x.permute(0, 2, 3, 1)
 
 
+class _TokensToMap(nn.Module):
+    """ViT tokens (n, p + H·W, C) -> a map (n, C, p + H, W): the patch tokens on their H×W grid, below p
+    rows that each hold one prefix token (class, register) repeated across the width. A mirror of the
+    patch grid is then ``flip(-1)`` of the map, which leaves the prefix rows as they are."""
+
+    def __init__(self, prefix_tokens: int, grid: tuple[int, int]) -> None:
+        super().__init__()
+        self.prefix_tokens, self.grid = int(prefix_tokens), (int(grid[0]), int(grid[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, c = x.shape
+        p, (h, w) = self.prefix_tokens, self.grid
+        prefix = x[:, :p].transpose(1, 2).unsqueeze(-1).expand(n, c, p, w)
+        return torch.cat([prefix, x[:, p:].transpose(1, 2).reshape(n, c, h, w)], dim=2)
+
+
+class _MapToTokens(nn.Module):
+    """The inverse of :class:`_TokensToMap` (each prefix token read from the first column)."""
+
+    def __init__(self, prefix_tokens: int) -> None:
+        super().__init__()
+        self.prefix_tokens = int(prefix_tokens)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.prefix_tokens
+        return torch.cat([x[:, :, :p, 0].transpose(1, 2), x[:, :, p:].flatten(2).transpose(1, 2)], dim=1)
+
+
 def _owned_by(module: nn.Module, model: nn.Module) -> None:
     """Let ``module`` call methods of the timm ``model`` whose parts it holds, without registering the
     model as a submodule (its other stages' weights would then be counted twice)."""
@@ -164,7 +193,8 @@ def _owned_by(module: nn.Module, model: nn.Module) -> None:
 
 
 class _ViTEmbed(nn.Module):
-    """A ViT's patch embedding, class/register tokens and position embedding (timm's ``_pos_embed``)."""
+    """A ViT's patch embedding, class/register tokens and position embedding (timm's ``_pos_embed``),
+    handing on the token map of :class:`_TokensToMap`."""
 
     def __init__(self, model: nn.Module, names: tuple[str, ...]) -> None:
         super().__init__()
@@ -172,28 +202,29 @@ class _ViTEmbed(nn.Module):
             self.add_module(name, getattr(model, name))
         for name, param in model.named_parameters(recurse=False):
             self.register_parameter(name, param)
+        self.to_map = _TokensToMap(model.num_prefix_tokens, model.patch_embed.grid_size)
         _owned_by(self, model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
         x = self._timm_model._pos_embed(x)  # uses this stage's cls/reg tokens, pos_embed and pos_drop
-        return self.norm_pre(self.patch_drop(x))
+        return self.to_map(self.norm_pre(self.patch_drop(x)))
 
 
 class _Head(nn.Module):
-    """The ``after`` modules, then timm's ``forward_head(pre_logits=True)`` (pooling, head norm)."""
+    """``enter`` (the family's layout from the stages' map), the ``after`` modules, then timm's
+    ``forward_head(pre_logits=True)`` (pooling, head norm)."""
 
-    def __init__(self, model: nn.Module, after: tuple[str, ...], rest: list[str], nhwc: bool) -> None:
+    def __init__(self, model: nn.Module, after: tuple[str, ...], rest: list[str], enter: nn.Module) -> None:
         super().__init__()
         self.after = tuple(after)
-        self.nhwc = nhwc
+        self.enter = enter
         for name in (*after, *rest):
             self.add_module(name, getattr(model, name))
         _owned_by(self, model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.nhwc:
-            x = x.permute(0, 2, 3, 1)
+        x = self.enter(x)
         for name in self.after:
             x = self._modules[name](x)
         return self._timm_model.forward_head(x, pre_logits=True)
@@ -231,15 +262,23 @@ def split_stages(model: nn.Module) -> "OrderedDict[str, nn.Module]":
     stem_names = tuple(n for n in layout.stem if n in children)
     after = tuple(n for n in layout.after if n in children)
     rest = [n for n in children if n not in (*stem_names, *block_names, *after)]
+    # How the family's blocks take and give activations, from and to the stages' (n, C, H, W) map.
+    if layout.vit:
+        enter: Callable[[], nn.Module] | None = lambda: _MapToTokens(model.num_prefix_tokens)  # noqa: E731
+        leave: Callable[[], nn.Module] | None = lambda: _TokensToMap(model.num_prefix_tokens, model.patch_embed.grid_size)  # noqa: E731
+    elif layout.nhwc:
+        enter, leave = _ToNHWC, _ToNCHW
+    else:
+        enter = leave = None
     stages: OrderedDict[str, nn.Module] = OrderedDict()
-    if layout.vit_embed:
+    if layout.vit:
         stages[layout.stem_name] = _ViTEmbed(model, stem_names)
     else:
         stem = _InOrder(OrderedDict((n, children[n]) for n in stem_names))
-        stages[layout.stem_name] = _InOrder(OrderedDict(stem=stem, to_nchw=_ToNCHW())) if layout.nhwc else stem
+        stages[layout.stem_name] = _InOrder(OrderedDict(stem=stem, leave=leave())) if leave else stem
     for name, block in blocks:
-        stages[name] = nn.Sequential(OrderedDict(to_nhwc=_ToNHWC(), stage=block, to_nchw=_ToNCHW())) if layout.nhwc else block
-    stages["head"] = _Head(model, after, rest, layout.nhwc)
+        stages[name] = nn.Sequential(OrderedDict(enter=enter(), stage=block, leave=leave())) if enter and leave else block
+    stages["head"] = _Head(model, after, rest, enter() if enter else nn.Identity())
     staged = [i for stage in stages.values() for i in _tensor_ids(stage)]
     if not blocks or sorted(staged) != sorted(_tensor_ids(model)):
         logger.warning(f"timm {type(model).__name__}: its layout is not the known one; using it as one stage")
