@@ -188,7 +188,12 @@ class _MapToTokens(nn.Module):
 
 def _owned_by(module: nn.Module, model: nn.Module) -> None:
     """Let ``module`` call methods of the timm ``model`` whose parts it holds, without registering the
-    model as a submodule (its other stages' weights would then be counted twice)."""
+    model as a submodule (its other stages' weights would then be counted twice).
+
+    This relies on the stage's modules and parameters being the model's own objects: ``.to()``,
+    ``load_state_dict`` and DDP update them in place, and ``copy.deepcopy`` keeps the sharing; a conversion
+    that replaces parameter objects (``torch.__future__.set_overwrite_module_params_on_conversion(True)``)
+    would break it."""
     object.__setattr__(module, "_timm_model", model)
 
 
