@@ -33,9 +33,9 @@ from hashkit.transforms import TEST_TRANSFORMS, TRAIN_TRANSFORMS
 COMMON_FLAGS: dict[str, Flag] = {
     "recipe": Flag(None, "training recipe: 'seed' (the method's seed code/paper experiment, for a GPU at 224 px; the default) or 'cpu' (the measured 2-core CPU preset: efficientnet_lite0 at 128 px, blocks 11–15 + hash layer fine-tuned on cached activations, 32 epochs, Adam 5e-4 cosine, flip-averaged encoding); flags you give win over the recipe", str, RECIPE_NAMES),
     "cpu_recipe": Flag(None, "alias of --recipe cpu", bool),
-    "arch": Flag(None, "backbone: alexnet, vgg16, resnet50 (torchvision ImageNet weights) or efficientnet_lite0 (ImageNet weights shipped offline)", kind="protocol"),
+    "arch": Flag(None, "backbone: alexnet, vgg16, resnet50 (torchvision ImageNet weights), efficientnet_lite0 (ImageNet weights shipped offline), or timm:NAME (any timm model, e.g. timm:convnext_atto; presets vit_b16, vit_b32, swin_t, convnext_t, …; docs/backbones.md)", kind="protocol"),
     "pretrained": Flag(True, "start from ImageNet weights (--no-pretrained: random init)", bool, kind="protocol"),
-    "weights": Flag(None, "a local backbone state dict to load instead of downloading torchvision's weights", kind="runtime"),
+    "weights": Flag(None, "imagenet (the arch's pretrained weights, the default), none (random init), or a local .safetensors/.pth state dict to load instead of downloading (its sha256 is recorded)", kind="runtime"),
     "image_size": Flag(224, "input resolution in pixels (224 as the seeds; 64–128 makes CPU runs practical)", int, kind="protocol"),
     "batch_size": Flag(None, "training batch size (the global batch under torchrun)", int),
     "optimizer": Flag(None, "optimizer (torch.optim)", str, ("adam", "sgd", "rmsprop")),

@@ -132,6 +132,7 @@ def model_options(config: dict[str, Any]) -> dict[str, Any]:
         "hash_head": config.get("hash_head"),
         "hash_dropout": config.get("hash_dropout"),
         "head_hidden": config.get("head_hidden"),
+        "image_size": config.get("image_size"),  # timm's ViT/Swin are built for their input size
     }
 
 
@@ -145,10 +146,11 @@ def build_model(
     hash_head: str | None = None,
     hash_dropout: float | None = None,
     head_hidden: int | None = None,
+    image_size: int | None = None,
 ) -> HashModel:
     """Build backbone ``arch`` (ImageNet weights unless told otherwise) with a fresh hash head."""
     return HashModel(
-        build_backbone(arch, pretrained=pretrained, weights=weights), code_length,
+        build_backbone(arch, pretrained=pretrained, weights=weights, image_size=image_size), code_length,
         hash_activation=hash_activation, hash_init_std=hash_init_std, hash_head=hash_head, hash_dropout=hash_dropout,
         head_hidden=head_hidden,
     )
@@ -184,7 +186,8 @@ def set_drop_path(module: nn.Module, rate: float) -> int:
     """
     if not 0.0 <= float(rate) < 1.0:
         raise HashkitError(f"--drop-path must be in [0, 1) (EfficientNet trained with 0.2), got {rate}")
-    blocks = [m for m in module.modules() if hasattr(m, "drop_path")]
+    # A float attribute: timm's blocks hold a DropPath *module* named drop_path (set by timm's drop_path_rate).
+    blocks = [m for m in module.modules() if isinstance(getattr(m, "drop_path", None), float)]
     for index, block in enumerate(blocks):
         block.drop_path = float(rate) * index / len(blocks)
     return len(blocks)

@@ -12,6 +12,7 @@ import torch
 from loguru import logger
 
 from hashkit import distributed
+from hashkit.backbones import resolve_weights
 from hashkit.checkpoint import load_checkpoint
 from hashkit.config import (
     RunConfig,
@@ -106,6 +107,7 @@ def resolve_run_config(given: dict[str, Any]) -> RunConfig:
     """The run's full configuration from the flags given (None = not given), with ``--from``'s fixed keys."""
     init_config = load_checkpoint(given["init_from"]).get("config") if given.get("init_from") else None
     config = resolve_config(given, init_config)
+    resolve_weights(config, given)  # --weights imagenet | none | FILE (its sha256 recorded)
     config["metrics"] = ",".join(parse_metrics(config["metrics"]))
     return config
 

@@ -72,7 +72,10 @@ class Backbone(nn.Sequential):
         )
 
     def stage_index(self, name_or_index: str | int) -> int:
-        """Resolve a stage name (``"block11"``), an index (``12``, ``-1``) or a numeric string to an index."""
+        """Resolve a stage name (``"block11"``), an index (``12``, ``-1``) or a numeric string to an index.
+
+        A dotted module path names the stage of that module (``blocks.3`` -> ``blocks_3``: timm's names;
+        a module name cannot hold a dot)."""
         names = self.stage_names
         n = len(names)
         key = name_or_index
@@ -81,8 +84,8 @@ class Backbone(nn.Sequential):
         if isinstance(key, int) and not isinstance(key, bool):
             if -n <= key < n:
                 return key % n
-        elif isinstance(key, str) and key.strip().lower() in names:
-            return names.index(key.strip().lower())
+        elif isinstance(key, str) and key.strip().lower().replace(".", "_") in names:
+            return names.index(key.strip().lower().replace(".", "_"))
         raise HashkitError(
             f"unknown stage {name_or_index!r} for arch {self.arch}; valid stages: "
             f"{', '.join(names)} (or an index 0..{n - 1})"
@@ -93,12 +96,18 @@ class Backbone(nn.Sequential):
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a local state dict (tensors only, ``weights_only=True``); a clear error if it is unusable."""
+    """Load a local state dict (tensors only: ``.safetensors``, or ``torch.load(weights_only=True)``); a
+    clear error if it is unusable."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise HashkitError(f"weights file {str(file)!r} does not exist; pass --weights FILE with a saved state dict")
     try:
-        obj = torch.load(file, map_location="cpu", weights_only=True)
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(file, device="cpu")
+        else:
+            obj = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, zip errors, disallowed globals: all "not a state dict"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise HashkitError(f"weights file {str(file)!r} is not a loadable state dict ({first})") from exc
