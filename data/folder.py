@@ -18,8 +18,8 @@ is fine but whose pixels are truncated is found only when decoded, as a one-line
 decode of every image at each start would cost minutes on large photo folders). Symbolic links are
 followed, as ImageFolder does (a link back up the tree is visited once).
 
-Order and ids: a class's images in the order of their paths relative to ``DIR``; classes in class
-order (unlabelled: all images in path order). An item's id is its path relative to ``DIR`` with ``/``
+Order and ids: classes in class order, a class's images in ImageFolder's order (its folders sorted by
+path, the files of each folder by name); unlabelled data in the same order over the whole tree. An item's id is its path relative to ``DIR`` with ``/``
 separators — the id ``hashkit encode --images DIR`` stores for the same file, which uses the same scan.
 
 Splits (hashkit.data.splits, every draw from ``--seed``): queries first, training images from the
@@ -107,8 +107,9 @@ def image_problem(path: str) -> str | None:
 
 
 def _walk_files(folder: Path) -> list[str]:
-    """Every non-hidden file below ``folder`` (following links, each real folder once), sorted by path."""
-    found: list[str] = []
+    """Every non-hidden file below ``folder`` (following links, each real folder once), in ImageFolder's
+    order: folders sorted by path, then the files of each folder sorted by name."""
+    found: list[tuple[str, str]] = []
     visited: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -117,8 +118,8 @@ def _walk_files(folder: Path) -> list[str]:
             continue
         visited.add(real)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found.extend(os.path.join(dirpath, name) for name in filenames if not name.startswith("."))
-    return sorted(found, key=lambda p: Path(p).relative_to(folder).as_posix())
+        found.extend((dirpath, name) for name in filenames if not name.startswith("."))
+    return [os.path.join(dirpath, name) for dirpath, name in sorted(found)]
 
 
 def _readable(files: list[str], root: Path, skipped: list[tuple[str, str]]) -> list[str]:

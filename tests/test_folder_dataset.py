@@ -29,7 +29,7 @@ from hashkit.registry import DATASETS  # noqa: E402
 from hashkit.run import check_labels  # noqa: E402
 
 # Created in this (unsorted) order on purpose: classes must come out sorted by name.
-CLASSES = {"zebra": 7, "ant": 5, "moth": 6}
+CLASSES = {"zebra": 7, "ant": 5, "moth": 6}  # moth gets one more: zz.jpg
 BROKEN = {"moth/broken.jpg": b"\xff\xd8 not really a jpeg", "ant/empty.png": b""}
 
 
@@ -55,6 +55,8 @@ def write_labelled_tree(root: Path) -> dict[str, str]:
             rel = f"{name}/{'deep/' if name == 'moth' and i >= 4 else ''}{i:02d}.{'png' if i % 2 else 'jpg'}"
             save_image(root / rel, colour, i)
             good[rel] = name
+    save_image(root / "moth" / "zz.jpg", 2, 9)  # ImageFolder order: moth/ before moth/deep/, though "deep" < "zz"
+    good["moth/zz.jpg"] = "moth"
     for rel, data in BROKEN.items():
         (root / rel).write_bytes(data)
     (root / "zebra" / "notes.txt").write_text("not an image\n")
@@ -109,7 +111,7 @@ def test_labelled_tree_matches_torchvision_imagefolder(tmp_path: Path) -> None:
     reference = VisibleImageFolder(str(root), is_valid_file=lambda p: Path(p).relative_to(root).as_posix() in good)
     assert reference.classes == scan.class_names
     assert [(Path(p), c) for p, c in reference.samples] == [(Path(p), int(c)) for p, c in zip(scan.paths, scan.classes)]
-    assert len(scan.paths) == sum(CLASSES.values())
+    assert len(scan.paths) == sum(CLASSES.values()) + 1
     # One warning listing every skipped file with its reason; hidden files are not listed.
     assert len(warned) == 1, warned
     for name in ("moth/broken.jpg", "ant/empty.png", "zebra/notes.txt", "loose.jpg"):
@@ -139,7 +141,7 @@ def test_labelled_splits_are_seeded_class_balanced_and_partition_the_pool(tmp_pa
     assert list(other.extra["train_index"]) != list(splits.extra["train_index"])
     # Defaults: per class max(1, smallest // 10) = 1 query; the largest balanced training set from the rest.
     default = folder_splits(root)
-    assert (len(default.query), len(default.train), len(default.database)) == (3, 12, 15)
+    assert (len(default.query), len(default.train), len(default.database)) == (3, 12, 16)
     assert len(folder_splits(root, num_query=3, num_train=6, num_database=9).database) == 9
     with pytest.raises(HashkitError, match="--num-query=4 must be a multiple of the 3 classes"):
         folder_splits(root, num_query=4)
@@ -240,6 +242,10 @@ def test_cli_unlabelled_folder_trains_without_map_and_evaluate_refuses(tmp_path:
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "finished" and result["map"] is None and result["best_map"] is None
     assert result["dataset"]["num_classes"] == 0 and (out / "checkpoint.pt").is_file()
+    from hashkit.report import collect
+
+    runs, problems = collect(out)  # hashkit report lists it among the runs without a number, saying why
+    assert runs == [] and [p.reason for p in problems] == ["trained on unlabelled data: no ground truth, no mAP"]
     status, err = cli(capsys, ["evaluate", "--checkpoint", str(out / "checkpoint.pt")])
     error_line(status, err, "has no labels here", "no mAP")
     status, err = cli(capsys, ["encode", "--checkpoint", str(out / "checkpoint.pt"), "--database", "--out", str(tmp_path / "index")])
