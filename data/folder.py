@@ -29,8 +29,10 @@ of the number of classes); unlabelled data uniformly. Defaults, so a folder work
 
 * ``--num-query``: 10 % of the images, at most 1,000 (labelled: per class 10 % of the smallest class,
   at least 1, at most 1,000 in all);
-* ``--num-train``: every non-query image (labelled: the largest class-balanced draw, i.e. per class the
-  smallest class's size less its queries).
+* ``--num-train``: every non-query image, at most 10,000 (labelled: the largest class-balanced draw,
+  i.e. per class the smallest class's size less its queries, at most 10,000 in all). The cap is the
+  list presets' training-set size; methods that hold an n × n training similarity (SSDH, ADSH) need
+  it on a large folder (49,000 images would be 2.4 G entries).
 
 mAP@ALL unless ``--topk``. Relevance: a database image is relevant to a query when they share the class
 (as everywhere in hashkit). **Unlabelled data has no ground truth**, so it has no mAP: ``hashkit train``
@@ -61,6 +63,7 @@ from .splits import query_train_database
 LISTED_IN_WARNING = 20  # skipped files named in the warning; the rest are counted
 DEFAULT_QUERY_FRACTION = 10  # default --num-query: 1 / 10 of the images…
 DEFAULT_MAX_QUERIES = 1000  # …and at most this many
+DEFAULT_MAX_TRAIN = 10_000  # default --num-train: every non-query image up to this many
 
 FOLDER_FLAGS: dict[str, Flag] = {
     "unlabelled": Flag(
@@ -85,9 +88,6 @@ class FolderScan:
     @property
     def labelled(self) -> bool:
         return bool(self.class_names)
-
-    def relative(self, path: str) -> str:
-        return Path(path).relative_to(self.root).as_posix()
 
 
 def image_problem(path: str) -> str | None:
@@ -214,7 +214,7 @@ def default_sizes(scan: FolderScan, num_query: int | None, num_train: int | None
             per_class = max(1, min(smallest // DEFAULT_QUERY_FRACTION, DEFAULT_MAX_QUERIES // num_classes))
             num_query = per_class * num_classes
         if num_train is None:
-            per_class = smallest - num_query // num_classes
+            per_class = min(smallest - num_query // num_classes, max(1, DEFAULT_MAX_TRAIN // num_classes))
             if per_class < 1:
                 name = scan.class_names[int(counts.argmin())]
                 raise HashkitError(
@@ -227,7 +227,7 @@ def default_sizes(scan: FolderScan, num_query: int | None, num_train: int | None
     if num_query is None:
         num_query = max(1, min(total // DEFAULT_QUERY_FRACTION, DEFAULT_MAX_QUERIES))
     if num_train is None:
-        num_train = total - num_query
+        num_train = min(total - num_query, DEFAULT_MAX_TRAIN)
         if num_train < 1:
             raise HashkitError(f"--root {scan.root} holds {total} image(s): too few for queries and training; add images")
     return num_query, num_train

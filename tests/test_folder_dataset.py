@@ -173,6 +173,21 @@ def test_flat_folder_and_unlabelled_have_no_labels_and_encode_gives_the_same_ids
     assert ids == set(collect_images(tree)[1])
 
 
+def test_default_sizes_on_large_folders() -> None:
+    """10 % queries up to 1,000; training images up to 10,000 (per class for labelled data, class-balanced)."""
+    from hashkit.data.folder import FolderScan, default_sizes
+
+    flat = FolderScan(Path("/x"), ["p"] * 50_000, [], np.zeros(0, dtype=np.int64))
+    assert default_sizes(flat, None, None) == (1000, 10_000)
+    assert default_sizes(FolderScan(Path("/x"), ["p"] * 5_000, [], np.zeros(0, dtype=np.int64)), None, None) == (500, 4_500)
+    classes = np.repeat(np.arange(4), [3_000, 2_000, 400, 9_000])  # smallest class: 400 images
+    labelled = FolderScan(Path("/x"), ["p"] * len(classes), ["a", "b", "c", "d"], classes)
+    assert default_sizes(labelled, None, None) == (160, 1_440)  # 40 + 360 per class
+    assert default_sizes(labelled, 40, None) == (40, 1_560)  # 10 + 390 per class
+    big = np.repeat(np.arange(4), 5_000)
+    assert default_sizes(FolderScan(Path("/x"), ["p"] * len(big), list("abcd"), big), None, None) == (1000, 10_000)
+
+
 def test_layout_errors_are_one_line(tmp_path: Path) -> None:
     one = tmp_path / "one"
     save_image(one / "only" / "a.jpg", 0, 0)
