@@ -43,6 +43,7 @@ class ImageCollection:
     paths: list[str] | None = None  # absolute or relative-to-root image files
     pixels: np.ndarray | None = None  # (n, H, W, 3) uint8
     source: str = ""  # what these images are, for error messages ("CIFAR-10 test batch", a list file…)
+    id_root: str | None = None  # item ids are paths relative to this folder (folder datasets), else as stored
 
     def __post_init__(self) -> None:
         if (self.paths is None) == (self.pixels is None):
@@ -60,6 +61,8 @@ class ImageCollection:
     def item_id(self, index: int) -> str:
         """A stable, human-readable id for item ``index`` (its path, or source[index])."""
         if self.paths is not None:
+            if self.id_root is not None:
+                return Path(self.paths[index]).relative_to(self.id_root).as_posix()
             return self.paths[index]
         return f"{self.source}[{index}]"
 
@@ -77,6 +80,7 @@ class ImageCollection:
             paths=[self.paths[i] for i in idx] if self.paths is not None else None,
             pixels=self.pixels[idx] if self.pixels is not None else None,
             source=self.source,
+            id_root=self.id_root,
         )
 
     @staticmethod
@@ -84,7 +88,10 @@ class ImageCollection:
         """One collection holding ``parts`` in order (all path-based or all in-memory)."""
         labels = np.concatenate([p.labels for p in parts])
         if all(p.paths is not None for p in parts):
-            return ImageCollection(labels, paths=[x for p in parts for x in p.paths], source=source)  # type: ignore[union-attr]
+            roots = {p.id_root for p in parts}
+            id_root = roots.pop() if len(roots) == 1 else None
+            paths = [x for p in parts for x in p.paths]  # type: ignore[union-attr]
+            return ImageCollection(labels, paths=paths, source=source, id_root=id_root)
         if all(p.pixels is not None for p in parts):
             return ImageCollection(labels, pixels=np.concatenate([p.pixels for p in parts]), source=source)  # type: ignore[misc]
         raise ValueError("cannot concatenate path-based and in-memory collections")

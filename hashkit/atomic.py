@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -51,8 +52,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
+    """Write ``obj`` as indented, strict JSON to ``path`` atomically (NaN and ±inf become null, see json_safe)."""
+    text = json.dumps(json_safe(obj), indent=2, sort_keys=False, default=_json_default)
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, ±inf) inside dicts, lists and tuples replaced by None.
+
+    JSON has no NaN (browsers' JSON.parse and strict parsers reject Python's ``NaN``); a metric that does not
+    exist — the mAP of unlabelled data — is NaN in memory and null on disk."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: json_safe(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(value) for value in obj]
+    return obj
 
 
 def atomic_save(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) -> None:
@@ -63,9 +79,9 @@ def atomic_save(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) -> 
 
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "item"):
-        return obj.item()
+        return json_safe(obj.item())
     if hasattr(obj, "tolist"):
-        return obj.tolist()
+        return json_safe(obj.tolist())
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

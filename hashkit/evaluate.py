@@ -4,7 +4,8 @@ Conventions (all functions)
 ---------------------------
 * Codes: (n, bits) ±1 or 0/1, float/int/bool, numpy or torch (validated by
   :func:`hashkit.hamming.to_pm1`). Labels: one-hot / multi-hot 0/1 matrices (n, classes). A database
-  item is *relevant* to a query when they share at least one label.
+  item is *relevant* to a query when they share at least one label. Label matrices with no columns on
+  both sides (n, 0) mean unlabelled data: no ground truth, ``map`` is NaN and no other metric is given.
 * Ranking: ascending Hamming distance, ties broken by database index (a stable sort). This makes
   every number here deterministic and independent of the sort implementation.
 * AP@k of a query: the mean of precision@p over the relevant positions p within the top k, i.e.
@@ -148,6 +149,12 @@ class _Inputs:
     @property
     def nd(self) -> int:
         return int(self.db.shape[0])
+
+
+def _unlabelled(x: Any) -> bool:
+    """Whether ``x`` is a label matrix with rows but no columns (n, 0): data without labels."""
+    shape = getattr(x, "shape", None)
+    return shape is not None and len(shape) == 2 and shape[1] == 0
 
 
 def _labels(x: Any, name: str) -> np.ndarray:
@@ -650,6 +657,12 @@ def evaluate_codes(
     ``metrics`` is a list of names from METRIC_NAMES or a comma-separated string.
     """
     names = _metric_list(metrics)
+    if _unlabelled(query_labels) and _unlabelled(db_labels):
+        # No label columns on either side (an unlabelled dataset, e.g. a flat --dataset folder): no item is
+        # relevant or irrelevant, so no metric exists. mAP is NaN — not 0, which reads as "nothing relevant
+        # was found" — and result.json writes it as null (hashkit.atomic.json_safe); the other metrics are absent.
+        _prepare(query_codes, db_codes, np.ones((len(query_labels), 1)), np.ones((len(db_labels), 1)))
+        return {"map": float("nan")} if "map" in names else {}
     inp = _prepare(query_codes, db_codes, query_labels, db_labels)
     k = _check_topk(topk, inp.nd)
     r = _check_radius(radius)

@@ -201,7 +201,10 @@ def collect(root: str | Path, metric: str = "map") -> tuple[list[Run], list[Prob
             continue
         value = result.get(metric)
         if not _is_number(value):
-            problems.append(Problem(where, status, f"finished but its result.json has no finite {metric} value"))
+            unlabelled = (result.get("dataset") or {}).get("num_classes") == 0
+            why = "trained on unlabelled data: no ground truth, no mAP" if unlabelled else (
+                f"finished but its result.json has no finite {metric} value")
+            problems.append(Problem(where, status, why))
             continue
         config = result["config"]
         try:

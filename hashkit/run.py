@@ -12,6 +12,7 @@ import torch
 from loguru import logger
 
 from hashkit import distributed
+from hashkit.atomic import json_safe
 from hashkit.backbones import resolve_weights
 from hashkit.checkpoint import load_checkpoint
 from hashkit.config import (
@@ -46,6 +47,24 @@ def build_splits(config: dict[str, Any]) -> DatasetSplits:
         if len(getattr(splits, part)) == 0:
             raise HashkitError(f"the {part} split of {config['dataset']} is empty; check --root and the split sizes")
     return splits
+
+
+def check_labels(config: dict[str, Any], splits: DatasetSplits) -> None:
+    """Unlabelled data (no label columns): refuse a supervised method; say that the run will have no mAP."""
+    if splits.num_classes:
+        return
+    method = config["method"]
+    if METHODS.get(method).supervised:
+        unsupervised = [name for name in METHODS.names() if not METHODS.get(name).supervised]
+        raise HashkitError(
+            f"--method {method} is supervised but --dataset {config['dataset']} has no labels here (a flat folder or "
+            f"--unlabelled); train an unsupervised method ({', '.join(unsupervised)}), or label the images: one "
+            "subfolder per class under --root, without --unlabelled"
+        )
+    logger.warning(
+        f"--dataset {config['dataset']} has no labels here, so there is no ground truth and no mAP: the run trains "
+        "and saves its checkpoint, result.json records map null; use hashkit encode / search / serve with it"
+    )
 
 
 def build_pipeline(config: dict[str, Any], model: HashModel, device: torch.device) -> InputPipeline:
@@ -157,7 +176,7 @@ def _train(config: dict[str, Any], ctx: DistContext, device: torch.device, out_d
                 out_dir.rmdir()
         raise
     started = time.perf_counter()
-    result = trainer.fit()
+    result = json_safe(trainer.fit())  # no mAP (unlabelled data) is NaN in the metrics: null from here on
     final = "n/a" if result.get("map") is None else f"{result['map']:.4f}"
     logger.info(f"finished in {time.perf_counter() - started:.1f}s: mAP {final} → {out_dir}")
     return result
@@ -171,6 +190,7 @@ def _build_trainer(
     seed_everything(int(config["seed"]))
     splits = distributed.local_main_first(ctx, lambda: build_splits(config))
     logger.info(f"{splits.name}: {splits.protocol}")
+    check_labels(config, splits)
     init_checkpoint = distributed.everywhere(ctx, lambda: _init_checkpoint(config))
     model = distributed.local_main_first(
         ctx,
@@ -347,6 +367,12 @@ def evaluate(checkpoint_path: str | Path, overrides: dict[str, Any]) -> dict[str
     if overrides.get("metrics"):
         overrides["metrics"] = ",".join(parse_metrics(overrides["metrics"]))
     config, splits, _, method, pipeline, checkpoint = load_run(checkpoint_path, overrides, device)
+    if not splits.num_classes:
+        raise HashkitError(
+            f"hashkit evaluate: --dataset {config['dataset']} has no labels here (a flat folder or --unlabelled), so "
+            "there is no ground truth and no mAP; inspect retrievals with hashkit encode + search / serve, or evaluate "
+            "on a labelled folder (one subfolder per class): --root DIR --no-unlabelled"
+        )
     metrics, timings = evaluate_run(pipeline, method, splits, config, device)
     return {
         **metrics,

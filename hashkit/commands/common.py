@@ -51,6 +51,10 @@ def add_data_arguments(parser: argparse.ArgumentParser, for_evaluate: bool = Fal
         for key, flag in getattr(DATASETS.get(name), "cli_flags", {}).items():
             if key not in seen:
                 seen.add(key)
+                if flag.type is bool:  # a switch (--unlabelled / --no-unlabelled), not a flag taking a value
+                    group.add_argument(flag_name(key), action=argparse.BooleanOptionalAction,
+                                       default=flag.default if fill else None, help=f"[{name}] {flag.help}")
+                    continue
                 group.add_argument(
                     flag_name(key), type=flag.type, default=flag.default if fill else None, help=f"[{name}] {flag.help}"
                 )

@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
 from hashkit.commands.common import HelpFormatter
-from hashkit.data.base import IMAGE_SUFFIXES
 from hashkit.errors import HashkitError
 
 
@@ -77,15 +75,10 @@ def run(args: argparse.Namespace) -> int:
 def collect_images(source: Path, root: Path | None = None) -> tuple[list[str], list[str]]:
     """(paths to read, ids to store) for a folder tree (ids relative to it) or a list file."""
     if source.is_dir():
-        paths = sorted(
-            str(Path(dirpath) / name)
-            for dirpath, _, names in os.walk(source)
-            for name in names
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES
-        )
-        if not paths:
-            raise HashkitError(f"--images {source} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        return paths, [Path(p).relative_to(source).as_posix() for p in paths]
+        # The scan of --dataset folder: the same files, ids and order; unreadable files skipped in one warning.
+        from hashkit.data.folder import scan_images
+
+        return scan_images(source, "--images")
     if source.is_file():
         base = root or source.parent
         ids = []
