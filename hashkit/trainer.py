@@ -166,7 +166,7 @@ class Trainer:
                         if main:  # evaluated once, by rank 0; the other ranks wait
                             self.metrics = self.evaluate()
                             record["metrics"] = self.metrics
-                            logger.info(f"epoch {epoch + 1}/{max_iter}: mAP {self.metrics['map']:.4f}")
+                            logger.info(f"epoch {epoch + 1}/{max_iter}: mAP {format_map(self.metrics.get('map'))}")
                         distributed.barrier(self.dist)
                     self.history.append(record)
                     if main:
@@ -412,7 +412,8 @@ class Trainer:
             logger.warning(f"could not record the failure in {self.result_path}: {write_error}")
 
     def _write_result(self, status: str, error: str | None = None) -> dict[str, Any]:
-        maps = [r["metrics"]["map"] for r in self.history if "metrics" in r]
+        maps = [r["metrics"].get("map") for r in self.history if "metrics" in r]
+        maps = [m for m in maps if m is not None and math.isfinite(m)]  # unlabelled data: no mAP
         result = {
             "status": status,
             **provenance(),
@@ -449,6 +450,13 @@ def _sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def format_map(value: float | None) -> str:
+    """An mAP for the log: 4 decimals, or why there is none (unlabelled data, metrics without map)."""
+    if value is None or not math.isfinite(value):
+        return "n/a (no labels or not computed)"
+    return f"{value:.4f}"
 
 
 def unwrap_worker_error(exc: BaseException) -> BaseException:
