@@ -7,6 +7,9 @@
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 #include <immintrin.h>
 #define HK_AVX512 1
+#elif defined(__AVX2__) && defined(__POPCNT__)
+#include <immintrin.h>
+#define HK_AVX2 1
 #endif
 
 #define BLK 64 /* items per block: one 64-bit relevance mask */
@@ -343,7 +346,7 @@ int hk_eval_rows(const uint64_t *q, const uint64_t *db, int32_t W, int64_t nd, i
                  hist_all, hist_rel, n_rel, 1);
 }
 
-int hk_abi_version(void) { return 2; }
+int hk_abi_version(void) { return 3; }
 
 /* ---------------------------------------------------------------------------------------------
    Multi-index hashing (Norouzi, Punjani, Fleet, TPAMI 2014): exact k-NN and radius search over n
@@ -573,3 +576,18 @@ void hk_mih_keys(const uint64_t *db, int64_t n, int32_t W, int32_t a, int32_t s,
 }
 
 int hk_mih_abi_version(void) { return 2; }
+
+/* which vector paths this build has (hashkit.hamming.kernel.paths) */
+const char *hk_paths(void) {
+#if defined(HK_AVX512) && defined(__AVX512VPOPCNTDQ__) && defined(__AVX512VBMI__)
+  return "avx512-vpopcntdq+bw+vbmi";
+#elif defined(HK_AVX512)
+  return "avx512-bw";
+#elif defined(HK_AVX2)
+  return "avx2";
+#elif defined(__POPCNT__)
+  return "popcnt";
+#else
+  return "portable";
+#endif
+}
