@@ -837,6 +837,48 @@ void hk_mih_keys(const uint64_t *db, int64_t n, int32_t W, int32_t a, int32_t s,
 
 int hk_mih_abi_version(void) { return 2; }
 
+/* Distances of qc queries to n codes for the native search engine (hashkit/index/native.py), in the
+   column layout of hashkit.hamming.word_columns: word w of code t at cols[w * stride + t], word w of
+   query r at q[w * qc + r]. out (qc, n), row-major: uint8 when wide == 0, else uint16. */
+void hk_tile_distances(const uint64_t *q, int64_t qc, const uint64_t *cols, int64_t stride, int32_t W,
+                       int64_t n, void *out, int32_t wide) {
+  uint8_t *o8 = (uint8_t *)out;
+  uint16_t *o16 = (uint16_t *)out;
+  for (int64_t r = 0; r < qc; r++) {
+    int64_t t = 0;
+#if defined(HK_AVX512) && defined(__AVX512VPOPCNTDQ__)
+    for (; t + 8 <= n; t += 8) {
+      __m512i acc = _mm512_setzero_si512();
+      for (int w = 0; w < W; w++)
+        acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(
+                  _mm512_set1_epi64((long long)q[w * qc + r]), _mm512_loadu_si512(cols + w * stride + t))));
+      if (wide) _mm_storeu_si128((__m128i *)(o16 + r * n + t), _mm512_cvtepi64_epi16(acc));
+      else _mm_storel_epi64((__m128i *)(o8 + r * n + t), _mm512_cvtepi64_epi8(acc));
+    }
+#elif defined(HK_AVX2)
+    for (; t + 16 <= n; t += 16) {
+      __m256i s[4];
+      for (int g = 0; g < 4; g++) {
+        s[g] = _mm256_setzero_si256();
+        for (int w = 0; w < W; w++)
+          s[g] = _mm256_add_epi64(s[g], hk_popcnt4(_mm256_xor_si256(
+                     _mm256_set1_epi64x((long long)q[w * qc + r]),
+                     _mm256_loadu_si256((const __m256i *)(cols + w * stride + t + 4 * g)))));
+      }
+      __m256i v = hk_pack16(s[0], s[1], s[2], s[3]);
+      if (wide) _mm256_storeu_si256((__m256i *)(o16 + r * n + t), v);
+      else _mm_storeu_si128((__m128i *)(o8 + r * n + t),
+                            _mm_packus_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
+    }
+#endif
+    for (; t < n; t++) {
+      uint32_t d = 0;
+      for (int w = 0; w < W; w++) d += (uint32_t)__builtin_popcountll(q[w * qc + r] ^ cols[w * stride + t]);
+      if (wide) o16[r * n + t] = (uint16_t)d; else o8[r * n + t] = (uint8_t)d;
+    }
+  }
+}
+
 /* which vector paths this build has (hashkit.hamming.kernel.paths) */
 const char *hk_paths(void) {
 #if defined(HK_AVX512) && defined(__AVX512VPOPCNTDQ__) && defined(__AVX512VBMI__)

@@ -194,6 +194,8 @@ def _build(flag_sets: tuple[tuple[str, ...], ...] = FLAG_SETS) -> ctypes.CDLL | 
         lib.hk_mih_build.restype = None
         lib.hk_mih_keys.argtypes = [p, i64, i32, i32, i32, p]
         lib.hk_mih_keys.restype = None
+        lib.hk_tile_distances.argtypes = [p, i64, p, i64, i32, i64, p, i32]  # hashkit.index.native
+        lib.hk_tile_distances.restype = None
         lib.hk_paths.argtypes = []
         lib.hk_paths.restype = ctypes.c_char_p
         logger.debug(f"hashkit kernels: loaded {target} ({' '.join(flags)})")
