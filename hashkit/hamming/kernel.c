@@ -856,16 +856,17 @@ void hk_tile_distances(const uint64_t *q, int64_t qc, const uint64_t *cols, int6
       else _mm_storel_epi64((__m128i *)(o8 + r * n + t), _mm512_cvtepi64_epi8(acc));
     }
 #elif defined(HK_AVX2)
-    for (; t + 16 <= n; t += 16) {
-      __m256i s[4];
-      for (int g = 0; g < 4; g++) {
-        s[g] = _mm256_setzero_si256();
-        for (int w = 0; w < W; w++)
-          s[g] = _mm256_add_epi64(s[g], hk_popcnt4(_mm256_xor_si256(
-                     _mm256_set1_epi64x((long long)q[w * qc + r]),
-                     _mm256_loadu_si256((const __m256i *)(cols + w * stride + t + 4 * g)))));
+    for (; t + 16 <= n; t += 16) { /* four named accumulators: an array would live on the stack */
+      __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+      for (int w = 0; w < W; w++) {
+        const __m256i *c = (const __m256i *)(cols + w * stride + t);
+        const __m256i qv = _mm256_set1_epi64x((long long)q[w * qc + r]);
+        s0 = _mm256_add_epi64(s0, hk_popcnt4(_mm256_xor_si256(qv, _mm256_loadu_si256(c))));
+        s1 = _mm256_add_epi64(s1, hk_popcnt4(_mm256_xor_si256(qv, _mm256_loadu_si256(c + 1))));
+        s2 = _mm256_add_epi64(s2, hk_popcnt4(_mm256_xor_si256(qv, _mm256_loadu_si256(c + 2))));
+        s3 = _mm256_add_epi64(s3, hk_popcnt4(_mm256_xor_si256(qv, _mm256_loadu_si256(c + 3))));
       }
-      __m256i v = hk_pack16(s[0], s[1], s[2], s[3]);
+      __m256i v = hk_pack16(s0, s1, s2, s3);
       if (wide) _mm256_storeu_si256((__m256i *)(o16 + r * n + t), v);
       else _mm_storeu_si128((__m128i *)(o8 + r * n + t),
                             _mm_packus_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
