@@ -20,20 +20,34 @@ What one call of ``hk_eval_rows`` computes for each query row i (definitions: ha
    the block) and ``a_j = #relevant items at distance v with index <= j``; then the block's items are
    added to the histogram (four interleaved sub-histograms break store-to-load dependency chains).
    When the metrics look only at the top kmax ranks (mAP@k, P@N) with kmax <= nd / 4, this pass
-   only builds the histogram, and a second pass visits just the items up to the distance bucket
-   that holds rank kmax (a vector compare per block), counting ranks there;
+   only counts, and a second pass visits just the items up to the distance bucket that holds rank
+   kmax, counting ranks there. Without histogram outputs the first pass counts only the items under
+   a cut (the previous query's bucket of rank kmax plus a margin) and lists them; a query with fewer
+   than kmax items under the cut is redone with the full histogram and the margin grows, so the
+   guess never changes a result. The histogram, otherwise as costly as the distances, then costs
+   next to nothing at @1000 / @5000;
 3. from the histogram, N_<v and R_<v (items / relevant items closer than v): relevant item j has
    rank ``N_<v + b_j`` and is the ``(R_<v + a_j)``-th relevant item of the ranking, so one scatter
    gives the increasing array ``SR[R] = rank of the (R+1)-th relevant item``. AP@k is then
    ``mean over R < found of (R + 1) / SR[R]`` with ``found = #{SR <= k}`` (a binary search; the
-   divisions are vectorised), and the hits of P@N are ``#{SR <= N}``. This is exactly the stable
-   (distance, index) ranking, without sorting anything.
+   divisions are vectorised and summed in numpy's pairwise order, so every path, the numpy one
+   included, gives bit-for-bit the same AP), and the hits of P@N are ``#{SR <= N}``. This is
+   exactly the stable (distance, index) ranking, without sorting anything.
 
 The work per query is one vectorised pass over the codes, one histogram increment per item and a
 few operations per relevant item; the histograms alone (``pr_curve``) skip the relevant-item
-bookkeeping. Vector paths use AVX-512 (VPOPCNTDQ, BW, VBMI) when the compiling CPU has it; plain C
-paths (tested by building without -march=native) cover every other CPU. Threads: the caller splits
-the queries into row ranges and calls from several threads (ctypes releases the GIL).
+bookkeeping. ``hk_tile_distances`` gives the native search engine (hashkit.index.native) its
+distance tiles from the same popcount paths.
+
+Instruction sets: the library is built with ``-march=native`` for the CPU at hand, so the paths
+compiled in are the best it has: AVX-512 (VPOPCNTDQ popcounts, BW/VBMI compares and table lookups);
+else AVX2 (popcount by nibble lookup with ``vpshufb`` and byte sums with ``vpsadbw``, relevance by
+``vpshufb`` over the label-pattern table or a 256-bit set of patterns, compares by ``vpmovmskb``);
+else scalar C with hardware POPCNT; else portable C. ``HASHKIT_KERNEL_ISA`` (levels: ISA_LEVELS)
+builds a lower level on purpose, e.g. ``avx2`` on an AVX-512 machine runs exactly the code an
+AVX2-only CPU gets; tests run every level the CPU can (:func:`available_isas`) against the numpy
+path and require identical numbers. Threads: the caller splits the queries into row ranges and
+calls from several threads (ctypes releases the GIL).
 """
 
 from __future__ import annotations
