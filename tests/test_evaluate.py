@@ -660,3 +660,26 @@ def test_hamming_errors():
         unpack_bits(pack_bits(np.ones((1, 8))), 9)
     with pytest.raises(HashkitError, match="uint8"):
         packed_to_words(np.ones((2, 2), dtype=np.int32))
+
+
+def test_bench_faiss_comparison_computes_the_same_map(monkeypatch):
+    """scripts/bench_eval.py --faiss: its faiss multi-count + AP gives hashkit's mAP (same tie order)."""
+    faiss = pytest.importorskip("faiss")
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_eval.py"
+    spec = importlib.util.spec_from_file_location("bench_eval", script)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_eval", bench)  # dataclasses look their module up
+    spec.loader.exec_module(bench)
+    rng = np.random.default_rng(3)
+    for multi, topk in ((False, None), (False, 30), (True, 50)):
+        Q, D = rng.choice([-1, 1], size=(12, 16)), rng.choice([-1, 1], size=(400, 16))
+        QL, DL = _labels(rng, 12, 5, multi), _labels(rng, 400, 5, multi)
+        want = ev.mean_average_precision(Q, D, QL, DL, topk=topk)
+        qp, dp = np.packbits(Q > 0, axis=1), np.packbits(D > 0, axis=1)
+        assert bench.faiss_map(faiss, qp, dp, QL, DL, topk) == pytest.approx(want, abs=1e-12)
+        assert bench.faiss_floor(faiss, qp, dp) == pytest.approx(
+            hamming_distance(Q, D).numpy().min(1).mean(), abs=1e-9)
+    assert "instruction sets:" in bench.cpu_description()
