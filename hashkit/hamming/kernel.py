@@ -53,6 +53,7 @@ calls from several threads (ctypes releases the GIL).
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -135,8 +136,9 @@ X86_ONLY = ("avx2", "popcnt")
 FLAG_SETS: tuple[tuple[str, ...], ...] = (ISA_LEVELS["native"][0], ISA_LEVELS["portable"][0])
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none); read once."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             for line in fh:
@@ -160,7 +162,7 @@ def selected_isa() -> str:
     name = os.environ.get(ENV_ISA, "").strip() or "native"
     if name not in ISA_LEVELS:
         raise HashkitError(f"{ENV_ISA}={name!r}: choose one of {', '.join(ISA_LEVELS)} (or unset it)")
-    if name not in available_isas():
+    if name != "native" and name not in available_isas():
         raise HashkitError(
             f"{ENV_ISA}={name!r}: this CPU cannot run it; choose one of {', '.join(available_isas())}"
         )
