@@ -9,6 +9,14 @@ with each other to 1e-9).
 
     python scripts/bench_eval.py            # full run (reference timed on every query)
     python scripts/bench_eval.py --quick    # reference timed on a subset, extrapolated (marked ~)
+    python scripts/bench_eval.py --faiss    # against faiss and the popcount floor (issue 36's table)
+
+``--faiss`` prints, in one process and best of ``--repeat`` runs each (interleaved, so that load on a
+shared machine hits all columns alike): hashkit's evaluator on each compiled kernel path the CPU can run
+(``native``, and ``avx2`` on an AVX-512 machine: the code an AVX2-only CPU gets), faiss
+``IndexBinaryFlat`` with ``use_heap = False`` (its multi-count top-k) plus AP from its ranking in
+numpy, and the floor: faiss searching k = 1 over the same codes (one popcount per pair, nothing
+ranked). All mAPs must agree (faiss's multi-count keeps the stable index order within a distance).
 
 Columns: hashkit's default CPU path (the compiled kernel of hashkit.hamming.kernel), the numpy fallback
 (``HASHKIT_NO_KERNELS=1``: popcount + stable radix argsort), the reference, and a "floor": the same
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -188,17 +197,155 @@ def _x(ref: float, ours: float | None, mark: str) -> str:
     return "n/a" if ours is None else f"{mark}{ref / ours:.0f}x"
 
 
+def cpu_description() -> str:
+    """CPU model and the instruction sets that matter for the kernels (from /proc/cpuinfo)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    wanted = ("popcnt", "sse4_2", "avx2", "bmi2", "avx512f", "avx512bw", "avx512vbmi", "avx512_vpopcntdq")
+    return f"{model}; instruction sets: {' '.join(f for f in wanted if f in flags) or 'unknown'}"
+
+
+def default_isas() -> list[str]:
+    """native, plus avx2 when native is an AVX-512 build (what an AVX2-only CPU would run)."""
+    lib = fastkernels.load("native")
+    isas = ["native"]
+    if lib is not None and fastkernels.paths(lib).startswith("avx512") and "avx2" in fastkernels.available_isas():
+        isas.append("avx2")
+    return isas
+
+
+def _relevance_words(labels: np.ndarray) -> np.ndarray:
+    """(n, C) 0/1 labels -> one uint64 per row with bit c set for class c (C <= 64)."""
+    assert labels.shape[1] <= 64, "faiss comparison: at most 64 classes for multi-label data"
+    return (labels.astype(np.uint64) << np.arange(labels.shape[1], dtype=np.uint64)).sum(1, dtype=np.uint64)
+
+
+def faiss_map(faiss, q_packed, db_packed, qL, rL, topk: int | None) -> float:
+    """mAP@topk from faiss's multi-count k-NN (IndexBinaryFlat, use_heap=False) and AP in numpy.
+
+    Queries go in chunks of about 8M (query, rank) entries (~100 MiB of faiss results).
+    """
+    nd = db_packed.shape[0]
+    k = nd if topk is None else min(topk, nd)
+    index = faiss.IndexBinaryFlat(db_packed.shape[1] * 8)
+    index.use_heap = False
+    index.add(db_packed)
+    single = bool((qL.sum(1) == 1).all() and (rL.sum(1) == 1).all())
+    q_rel, d_rel = (qL.argmax(1), rL.argmax(1)) if single else (_relevance_words(qL), _relevance_words(rL))
+    chunk = max(1, (8 << 20) // k)
+    total = 0.0
+    for lo in range(0, q_packed.shape[0], chunk):
+        _, ids = index.search(q_packed[lo: lo + chunk], k)
+        found_ids = d_rel[ids]
+        rel = (found_ids == q_rel[lo: lo + chunk, None]) if single else (
+            (found_ids & q_rel[lo: lo + chunk, None]) != 0)
+        # AP only reads the relevant positions: (#relevant up to p) / p at each of them
+        row, col = np.nonzero(rel)
+        found = np.bincount(row, minlength=len(rel))
+        starts = np.cumsum(found) - found
+        prec = (np.arange(len(row)) - starts[row] + 1) / (col + 1.0)
+        sums = np.bincount(row, weights=prec, minlength=len(rel))
+        total += float((sums[found > 0] / found[found > 0]).sum())
+    return total / q_packed.shape[0]
+
+
+def faiss_floor(faiss, q_packed, db_packed) -> float:
+    """faiss IndexBinaryFlat searching k = 1: one XOR + popcount per pair and nothing ranked."""
+    index = faiss.IndexBinaryFlat(db_packed.shape[1] * 8)
+    index.add(db_packed)
+    dist, _ = index.search(q_packed, 1)
+    return float(dist.mean())
+
+
+def _timed(fn, timings: list[tuple[float, float]]):
+    """Run ``fn`` once, append its (wall, CPU of all threads) seconds to ``timings``, return its value."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    value = fn()
+    timings.append((time.perf_counter() - t0, time.process_time() - c0))
+    return value
+
+
+def faiss_table(chosen: list[int], repeat: int, isas: list[str]) -> None:
+    """The evaluator on each kernel path vs faiss multi-count + AP vs the k = 1 floor (issue 36)."""
+    import faiss
+
+    threads = torch.get_num_threads()
+    faiss.omp_set_num_threads(threads)
+    print(f"CPU: {cpu_description()}")
+    print(f"threads {threads} (hashkit and faiss), faiss {faiss.__version__}, numpy {np.__version__}, "
+          f"best of {repeat}, load average {os.getloadavg()[0]:.2f}")
+    for isa in isas:
+        lib = fastkernels.load(isa)
+        print(f"kernel path {isa}: {fastkernels.paths(lib) if lib is not None else 'unavailable'}")
+    print()
+    print("| configuration (queries x database, @k) | kernel path | mAP | hashkit | faiss multi-count + AP "
+          "| floor (faiss k=1) | hashkit / floor | faiss / hashkit |")
+    print("|---|---|---|---|---|---|---|---|")
+    for c in chosen:
+        case = CASES[c]
+        qB, rB, qL, rL = make_data(case)
+        qp, dp = np.packbits(qB > 0, axis=1), np.packbits(rB > 0, axis=1)
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in (*isas, "faiss", "floor")}
+        values: dict[str, float] = {}
+        for _ in range(repeat):
+            for isa in isas:
+                os.environ[fastkernels.ENV_ISA] = isa
+                values[isa] = _timed(lambda: mean_average_precision(qB, rB, qL, rL, topk=case.topk), times[isa])
+            os.environ.pop(fastkernels.ENV_ISA, None)
+            values["faiss"] = _timed(lambda: faiss_map(faiss, qp, dp, qL, rL, case.topk), times["faiss"])
+            _timed(lambda: faiss_floor(faiss, qp, dp), times["floor"])
+        for isa in isas:
+            assert abs(values[isa] - values["faiss"]) <= 1e-9, f"{case.name}: {isa} {values[isa]} vs faiss"
+        wall = {name: min(w for w, _ in t) for name, t in times.items()}
+        cpu = {name: min(c for _, c in t) for name, t in times.items()}
+        at = "ALL" if case.topk is None else str(case.topk)
+
+        def cell(name: str) -> str:
+            return f"{wall[name]:.3f} s ({cpu[name]:.3f} s)"
+
+        for isa in isas:
+            print(f"| {case.name} @{at} | {isa} | {values[isa]:.4f} | {cell(isa)} | {cell('faiss')} | {cell('floor')} "
+                  f"| {wall[isa] / wall['floor']:.2f}x ({cpu[isa] / cpu['floor']:.2f}x) "
+                  f"| {wall['faiss'] / wall[isa]:.2f}x ({cpu['faiss'] / cpu[isa]:.2f}x) |", flush=True)
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}. Wall time (CPU time of all threads), each the "
+          f"best of {repeat}; on a shared machine the CPU-time ratios are the steadier ones.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="time the reference on a query subset")
     parser.add_argument("--ref-queries", type=int, default=200, help="subset size with --quick")
     parser.add_argument("--cases", default="", help="comma-separated case numbers (1-4), default all")
+    parser.add_argument("--faiss", action="store_true",
+                        help="hashkit vs faiss multi-count + AP vs the k=1 floor, on each kernel path")
+    parser.add_argument("--repeat", type=int, default=3, help="with --faiss: best of this many runs")
+    parser.add_argument("--isas", default="",
+                        help="with --faiss: comma-separated kernel paths (default: native, and avx2 when the "
+                             "CPU has AVX-512)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(int(args.child[0]), args.child[1], int(args.child[2]))
         return
     chosen = [int(c) - 1 for c in args.cases.split(",") if c] if args.cases else range(len(CASES))
+    if args.faiss:
+        if "OMP_WAIT_POLICY" not in os.environ:
+            # OpenMP reads this when it loads (torch is imported above): restart with it set. Spinning
+            # workers (the default) make faiss 3-7x slower on a machine whose cores are busy (measured).
+            env = dict(os.environ, OMP_WAIT_POLICY="passive")
+            os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], env)
+        isas = [i for i in args.isas.split(",") if i] or default_isas()
+        faiss_table(list(chosen), max(1, args.repeat), isas)
+        return
 
     print(f"torch {torch.__version__}, numpy {np.__version__}, threads {torch.get_num_threads()}, "
           f"cpus {os.cpu_count()}, bits {BITS}, mode {'quick' if args.quick else 'full'}, "

@@ -307,31 +307,90 @@ def test_kernel_blocks_match_reference(bits, nd, classes, multi, patterns, backe
     )
 
 
-def test_portable_kernel_without_vector_extensions(monkeypatch, tmp_path):
-    """The kernel built without -march=native (plain C paths, no AVX-512) gives the same numbers."""
+def _path_stats(monkeypatch, path: str, Q, D, QL, DL, topk, ns, hist, chunk=None) -> ev._Stats:
+    """Per-query statistics from one CPU path: a kernel level of ISA_LEVELS, or "numpy"; topk None:
+    mAP@ALL, 0: no AP."""
+    if path == "numpy":
+        monkeypatch.setattr(ev, "_CPU_BACKEND", "numpy")
+    else:
+        monkeypatch.setattr(ev, "_CPU_BACKEND", "kernel")
+        monkeypatch.setenv(fastkernels.ENV_ISA, path)
+    inp = ev._prepare(Q, D, QL, DL)
+    k = None if topk == 0 else ev._check_topk(topk, inp.nd)
+    return ev._compute(inp, ap_k=k, ns=ns, hist=hist, device="cpu", chunk_size=chunk)
+
+
+# (bits, nd, classes, multi): one and two words per code (the AVX2 popcount), three words, 16-bit
+# distances; <= 16 label patterns (one vpshufb), 17..128 and 129..256 (the two halves of the 256-bit
+# set), label words (> 256 patterns, <= 64 classes) and int32 pattern ids (> 64 classes)
+PATH_CASES = [(64, 700, 10, False), (128, 400, 16, False), (48, 1100, 100, False), (64, 900, 200, False),
+              (130, 300, 5, False), (300, 260, 6, False), (64, 800, 21, True), (16, 700, 80, True)]
+
+
+@pytest.mark.parametrize("bits, nd, classes, multi", PATH_CASES)
+def test_every_kernel_path_is_bit_for_bit_the_numpy_path(monkeypatch, bits, nd, classes, multi):
+    """AVX-512 / AVX2 / scalar popcnt / portable builds and the numpy fallback: identical floats."""
     _kernel_or_skip()
-    monkeypatch.setenv("HASHKIT_CACHE", str(tmp_path))
-    lib = fastkernels._build(flag_sets=(("-O3",),))
-    assert lib is not None
-    monkeypatch.setattr(fastkernels, "_state", {"lib": lib})
-    monkeypatch.setattr(ev, "_CPU_BACKEND", "kernel")
-    cases = ((8, 333, 100, False), (65, 150, 20, True), (16, 400, 20, True), (300, 70, 3, False))
-    for bits, nd, classes, multi in cases:
-        rng = np.random.default_rng(bits)
-        Q, D = rng.choice([-1, 1], size=(5, bits)), rng.choice([-1, 1], size=(nd, bits))
-        D[rng.integers(0, nd, 30)] = Q[rng.integers(0, 5, 30)]
-        QL, DL = _labels(rng, 5, classes, multi), _labels(rng, nd, classes, multi)
-        ns = (3, nd // 2)
-        for topk in (None, 9):
-            m, p_at, prec, rec = _ref_numpy_dist(Q, D, QL, DL, topk, ns)
-            res = ev.evaluate_codes(Q, D, QL, DL, metrics=("map", "pr_curve", "precision_at"), topk=topk,
-                                    ns=ns)
-            assert res["map"] == pytest.approx(m, abs=1e-12)
-            assert res["precision_at"] == pytest.approx({str(n): v for n, v in p_at.items()}, abs=1e-12)
-            np.testing.assert_allclose(res["pr_curve"]["precision"], prec, atol=1e-12)
-            np.testing.assert_allclose(res["pr_curve"]["recall"], rec, atol=1e-12)
-            only_map = ev.mean_average_precision(Q, D, QL, DL, topk=topk)  # small k: two passes
-            assert only_map == pytest.approx(m, abs=1e-12)
+    paths = fastkernels.available_isas()
+    assert paths[0] == "native" and paths[-1] == "portable"
+    rng = np.random.default_rng(bits + nd + classes)
+    nq = 24
+    Q, D = rng.choice([-1, 1], size=(nq, bits)), rng.choice([-1, 1], size=(nd, bits))
+    D[rng.integers(0, nd, nd // 3)] = Q[rng.integers(0, nq, nd // 3)]  # distance-0 ties
+    QL, DL = _labels(rng, nq, classes, multi), _labels(rng, nd, classes, multi)
+    ns = (1, 50, nd // 2)
+    for topk, hist in ((0, True), (None, False), (9, False), (nd // 5, False), (nd // 5, True)):
+        want = _path_stats(monkeypatch, "numpy", Q, D, QL, DL, topk, ns, hist)
+        for path in paths:
+            got = _path_stats(monkeypatch, path, Q, D, QL, DL, topk, ns, hist)
+            for field in ("n_rel", "ap", "hits", "hist_all", "hist_rel"):
+                a, b = getattr(want, field), getattr(got, field)
+                assert (a is None) == (b is None) and (a is None or np.array_equal(a, b)), (path, topk, field)
+        if topk != 0:
+            m = _ref_numpy_dist(Q, D, QL, DL, topk, ns)[0]  # the independent slow reference
+            assert want.ap.mean() == pytest.approx(m, abs=1e-12)
+
+
+def test_small_k_cut_from_the_previous_query_falls_back_exactly(monkeypatch):
+    """mAP@k guesses the distance cut from the previous query; a query whose k-th item lies beyond it
+    (here: a query far from everything after one with hundreds of exact copies) gets the full pass."""
+    _kernel_or_skip()
+    rng = np.random.default_rng(5)
+    bits, nd = 64, 2000
+    D = rng.choice([-1, 1], size=(nd, bits))
+    near = D[0].copy()
+    D[:600] = near  # 600 items at distance 0 from the near query
+    far = -near  # every item >= 1 away, most ~32, the copies 64
+    Q = np.stack([near, far, near, far, near, rng.choice([-1, 1], size=bits)])
+    QL, DL = _labels(rng, len(Q), 7, False), _labels(rng, nd, 7, False)
+    for path in ("numpy", *fastkernels.available_isas()):
+        got = _path_stats(monkeypatch, path, Q, D, QL, DL, 400, (100, 450), False, chunk=len(Q))  # one call
+        if path == "numpy":
+            want = got
+        assert np.array_equal(got.ap, want.ap) and np.array_equal(got.hits, want.hits), path
+        assert np.array_equal(got.n_rel, want.n_rel), path
+    m, p_at = _ref_numpy_dist(Q, D, QL, DL, 400, (100, 450))[:2]
+    assert want.ap.mean() == pytest.approx(m, abs=1e-12)
+    assert list(want.hits.mean(0) / [100, 450]) == pytest.approx([p_at[100], p_at[450]], abs=1e-12)
+
+
+def test_kernel_isa_choice(monkeypatch):
+    """HASHKIT_KERNEL_ISA picks a level; a wrong one is a one-line error naming the variable."""
+    _kernel_or_skip()
+    assert fastkernels.selected_isa() == "native"
+    native = fastkernels.paths(fastkernels.load())
+    assert native in ("avx512-vpopcntdq+bw+vbmi", "avx512-bw", "avx2", "popcnt", "portable")
+    assert fastkernels.paths(fastkernels.load("portable")) == "portable"
+    for path in fastkernels.available_isas()[1:-1]:  # the lower x86 levels this CPU has
+        monkeypatch.setenv(fastkernels.ENV_ISA, path)
+        assert fastkernels.paths(fastkernels.load()) == path
+    monkeypatch.setenv(fastkernels.ENV_ISA, "avx9")
+    with pytest.raises(HashkitError, match="HASHKIT_KERNEL_ISA='avx9': choose one of native, avx2"):
+        fastkernels.load()
+    monkeypatch.setattr(fastkernels, "_cpu_flags", lambda: frozenset({"sse2"}))
+    monkeypatch.setenv(fastkernels.ENV_ISA, "avx2")
+    with pytest.raises(HashkitError, match="this CPU cannot run it; choose one of native, portable"):
+        fastkernels.load()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -601,3 +660,26 @@ def test_hamming_errors():
         unpack_bits(pack_bits(np.ones((1, 8))), 9)
     with pytest.raises(HashkitError, match="uint8"):
         packed_to_words(np.ones((2, 2), dtype=np.int32))
+
+
+def test_bench_faiss_comparison_computes_the_same_map(monkeypatch):
+    """scripts/bench_eval.py --faiss: its faiss multi-count + AP gives hashkit's mAP (same tie order)."""
+    faiss = pytest.importorskip("faiss")
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_eval.py"
+    spec = importlib.util.spec_from_file_location("bench_eval", script)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_eval", bench)  # dataclasses look their module up
+    spec.loader.exec_module(bench)
+    rng = np.random.default_rng(3)
+    for multi, topk in ((False, None), (False, 30), (True, 50)):
+        Q, D = rng.choice([-1, 1], size=(12, 16)), rng.choice([-1, 1], size=(400, 16))
+        QL, DL = _labels(rng, 12, 5, multi), _labels(rng, 400, 5, multi)
+        want = ev.mean_average_precision(Q, D, QL, DL, topk=topk)
+        qp, dp = np.packbits(Q > 0, axis=1), np.packbits(D > 0, axis=1)
+        assert bench.faiss_map(faiss, qp, dp, QL, DL, topk) == pytest.approx(want, abs=1e-12)
+        assert bench.faiss_floor(faiss, qp, dp) == pytest.approx(
+            hamming_distance(Q, D).numpy().min(1).mean(), abs=1e-9)
+    assert "instruction sets:" in bench.cpu_description()

@@ -30,6 +30,7 @@ def test_fallback_popcount_matches_fast_path_in_index_and_evaluator(monkeypatch,
     index.add(db[:300], [f"a{i}" for i in range(300)])
     index.add(db[300:], [f"b{i}" for i in range(400)])
     monkeypatch.setattr(ev, "_CPU_BACKEND", "numpy")
+    monkeypatch.setenv(kernel.ENV_DISABLE, "1")  # the index's numpy tiles, not the compiled kernel
 
     def run() -> tuple:
         D, I = index.search(q, 25, threads=2)
@@ -68,3 +69,34 @@ def test_kernel_source_is_a_package_file():
     """The C source is a real file next to the loader (setup.py ships it as package data)."""
     assert kernel.SOURCE_FILE.name == "kernel.c" and kernel.SOURCE_FILE.is_file()
     assert "hk_eval_rows" in kernel.SOURCE == kernel.SOURCE_FILE.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("bits", [64, 100, 300])
+def test_native_search_same_on_every_kernel_path_and_numpy(monkeypatch, tmp_path, bits):
+    """The native engine's tiles come from the compiled kernel (AVX-512 / AVX2 / popcnt / portable
+    builds) or numpy without it: identical neighbours, distances and radius hits."""
+    if kernel.load() is None:
+        pytest.skip("compiled kernel unavailable")
+    rng = np.random.default_rng(bits)
+    db, q = _codes(rng, 1500, bits), _codes(rng, 7, bits)
+    index = Index.create(tmp_path / "idx", bits)
+    index.add(db[:999], [f"a{i}" for i in range(999)])  # two segments, tiles with ragged ends
+    index.add(db[999:], [f"b{i}" for i in range(501)])
+
+    def run() -> tuple:
+        D, I = index.search(q, 40, threads=2)
+        return D, I, index.range_search(q, bits // 3, threads=1)
+
+    monkeypatch.setenv(kernel.ENV_DISABLE, "1")
+    want = run()
+    ref = hamming_distance(q, db).numpy().astype(np.int64)  # the ±1 matmul definition
+    np.testing.assert_array_equal(want[1], np.lexsort((np.broadcast_to(np.arange(1500), ref.shape), ref), axis=1)[:, :40])
+    monkeypatch.delenv(kernel.ENV_DISABLE)
+    for path in kernel.available_isas():
+        monkeypatch.setenv(kernel.ENV_ISA, path)
+        got = run()
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        for (d1, i1), (d2, i2) in zip(got[2], want[2]):
+            np.testing.assert_array_equal(d1, d2)
+            np.testing.assert_array_equal(i1, i2)

@@ -7,10 +7,98 @@
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 #include <immintrin.h>
 #define HK_AVX512 1
+#elif defined(__AVX2__) && defined(__POPCNT__)
+#include <immintrin.h>
+#define HK_AVX2 1
 #endif
 
 #define BLK 64 /* items per block: one 64-bit relevance mask */
 #define NSUB 4 /* interleaved sub-histograms */
+
+#ifdef HK_AVX2
+/* AVX2 without AVX-512 (e.g. AMD Zen 1-3, Intel Haswell..Alder Lake): popcounts by nibble lookup
+   (vpshufb) and byte sums (vpsadbw), relevance by byte-table lookup, compares by movemask. */
+
+/* per 64-bit lane: popcount of x */
+static inline __m256i hk_popcnt4(__m256i x) {
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                       0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i nib = _mm256_set1_epi8(0x0F);
+  __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(x, nib));
+  __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), nib));
+  return _mm256_sad_epu8(_mm256_add_epi8(lo, hi), _mm256_setzero_si256());
+}
+
+/* Distances of 4 consecutive items (64-bit lanes, item order) from W = 1 or 2 words per item. */
+static inline __m256i hk_dist4(const uint64_t *x, int W, __m256i q1, __m256i q2) {
+  if (W == 1) return hk_popcnt4(_mm256_xor_si256(q1, _mm256_loadu_si256((const __m256i *)x)));
+  /* two words per item: lanes [i.w0, i.w1, j.w0, j.w1]; sum the pairs, then restore item order */
+  __m256i a = hk_popcnt4(_mm256_xor_si256(q2, _mm256_loadu_si256((const __m256i *)x)));
+  __m256i b = hk_popcnt4(_mm256_xor_si256(q2, _mm256_loadu_si256((const __m256i *)(x + 4))));
+  __m256i s = _mm256_add_epi64(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
+  return _mm256_permute4x64_epi64(s, 0xD8); /* [0, 2, 1, 3] -> [0, 1, 2, 3] */
+}
+
+/* 16 distances (4 x 4 lanes, items in order, each < 2^16) -> 16 uint16 in item order */
+static inline __m256i hk_pack16(__m256i s0, __m256i s1, __m256i s2, __m256i s3) {
+  __m256i x = _mm256_or_si256(s0, _mm256_slli_epi64(s1, 32)); /* u32: a0 b0 a1 b1 | a2 b2 a3 b3 */
+  __m256i y = _mm256_or_si256(s2, _mm256_slli_epi64(s3, 32)); /* u32: c0 d0 c1 d1 | c2 d2 c3 d3 */
+  __m256i u = _mm256_packus_epi32(x, y);          /* u16: a0 b0 a1 b1 c0 d0 c1 d1 | a2 b2 a3 b3 c2 .. */
+  u = _mm256_permute4x64_epi64(u, 0xD8);          /* u16: a0 b0 a1 b1 a2 b2 a3 b3 | c0 d0 .. c3 d3 */
+  const __m256i order = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
+                                         0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+  return _mm256_shuffle_epi8(u, order);           /* a0 a1 a2 a3 b0 .. b3 | c0 .. c3 d0 .. d3 */
+}
+
+/* bit t set when byte t of the 64 bytes at p equals v */
+static inline uint64_t hk_eq_mask8(const uint8_t *p, uint32_t v) {
+  __m256i vv = _mm256_set1_epi8((char)v);
+  uint32_t lo = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)p), vv));
+  uint32_t hi = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(p + 32)), vv));
+  return (uint64_t)lo | ((uint64_t)hi << 32);
+}
+
+/* 32 bits from 32 uint16 compares (a, b: 16 lanes each, 0xFFFF or 0) */
+static inline uint32_t hk_movemask16(__m256i a, __m256i b) {
+  __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi16(a, b), 0xD8);
+  return (uint32_t)_mm256_movemask_epi8(p);
+}
+
+/* bit t set when uint16 t of the 64 at p equals v */
+static inline uint64_t hk_eq_mask16(const uint16_t *p, uint32_t v) {
+  __m256i vv = _mm256_set1_epi16((short)v);
+  uint64_t m = 0;
+  for (int h = 0; h < 2; h++) {
+    __m256i a = _mm256_cmpeq_epi16(_mm256_loadu_si256((const __m256i *)(p + 32 * h)), vv);
+    __m256i b = _mm256_cmpeq_epi16(_mm256_loadu_si256((const __m256i *)(p + 32 * h + 16)), vv);
+    m |= (uint64_t)hk_movemask16(a, b) << (32 * h);
+  }
+  return m;
+}
+
+/* bit t set when byte t of the 64 at p is <= c */
+static inline uint64_t hk_le_mask8(const uint8_t *p, uint32_t c) {
+  __m256i cv = _mm256_set1_epi8((char)c);
+  __m256i a = _mm256_loadu_si256((const __m256i *)p), b = _mm256_loadu_si256((const __m256i *)(p + 32));
+  uint32_t lo = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(a, cv), a));
+  uint32_t hi = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_min_epu8(b, cv), b));
+  return (uint64_t)lo | ((uint64_t)hi << 32);
+}
+
+/* bit t set when uint16 t of the 64 at p is <= c */
+static inline uint64_t hk_le_mask16(const uint16_t *p, uint32_t c) {
+  __m256i cv = _mm256_set1_epi16((short)c);
+  uint64_t m = 0;
+  for (int h = 0; h < 2; h++) {
+    __m256i x = _mm256_loadu_si256((const __m256i *)(p + 32 * h));
+    __m256i y = _mm256_loadu_si256((const __m256i *)(p + 32 * h + 16));
+    __m256i a = _mm256_cmpeq_epi16(_mm256_min_epu16(x, cv), x);
+    __m256i b = _mm256_cmpeq_epi16(_mm256_min_epu16(y, cv), y);
+    m |= (uint64_t)hk_movemask16(a, b) << (32 * h);
+  }
+  return m;
+}
+#endif
 
 /* distance of database item j (global index) to query words qw */
 static inline uint32_t hk_dist(const uint64_t *qw, const uint64_t *db, int W, int64_t j) {
@@ -39,6 +127,22 @@ static inline __attribute__((always_inline)) void hk_pass1(
 #if defined(HK_AVX512) && defined(__AVX512VBMI__)
   const __m512i t0 = _mm512_loadu_si512(tab), t1 = _mm512_loadu_si512(tab + 64);
   const __m512i t2 = _mm512_loadu_si512(tab + 128), t3 = _mm512_loadu_si512(tab + 192);
+#endif
+#ifdef HK_AVX2
+  const __m256i q1 = _mm256_set1_epi64x((long long)qw[0]);
+  const long long a0 = (long long)qw[0], a1 = W >= 2 ? (long long)qw[1] : 0;
+  const __m256i q2 = _mm256_setr_epi64x(a0, a1, a0, a1);
+  const __m256i qlv = _mm256_set1_epi64x((long long)qlab);
+  /* relevance of a label-pattern id: the byte table itself when U <= 16 (one vpshufb), else a
+     256-bit set (byte id >> 3 by two vpshufb, bit id & 7 by a third) */
+  uint8_t bits8[32] = {0};
+  if (pid8)
+    for (int64_t u = 0; u < U; u++) bits8[u >> 3] |= (uint8_t)((tab[u] != 0) << (u & 7));
+  const __m256i tab16 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)tab));
+  const __m256i set_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)bits8));
+  const __m256i set_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(bits8 + 16)));
+  const __m256i bit_of = _mm256_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128,
+                                          1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
 #endif
   for (int64_t b = 0; b < nblk; b++) {
     int64_t base = b * BLK;
@@ -69,6 +173,19 @@ static inline __attribute__((always_inline)) void hk_pass1(
     }
 #endif
 #endif
+#ifdef HK_AVX2
+    if (W <= 2 && n == BLK) {
+      const uint64_t *x = db + (int64_t)W * base;
+      for (int g = 0; g < BLK / 16; g++, x += 16 * W) {
+        __m256i v = hk_pack16(hk_dist4(x, W, q1, q2), hk_dist4(x + 4 * W, W, q1, q2),
+                              hk_dist4(x + 8 * W, W, q1, q2), hk_dist4(x + 12 * W, W, q1, q2));
+        if (wide) _mm256_storeu_si256((__m256i *)(d16 + base + 16 * g), v);
+        else _mm_storeu_si128((__m128i *)(d8 + base + 16 * g),
+                              _mm_packus_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
+      }
+      done = 1;
+    }
+#endif
     if (!done) {
       for (int t = 0; t < n; t++) {
         uint32_t v = hk_dist(qw, db, W, base + t);
@@ -81,6 +198,17 @@ static inline __attribute__((always_inline)) void hk_pass1(
       if (n == BLK) {
         for (int g = 0; g < BLK / 8; g++)
           m |= (uint64_t)_mm512_test_epi64_mask(qlv, _mm512_loadu_si512(dlab + base + 8 * g)) << (8 * g);
+        done = 1;
+      }
+#endif
+#ifdef HK_AVX2
+      if (n == BLK) {
+        for (int g = 0; g < BLK / 4; g++) {
+          __m256i z = _mm256_cmpeq_epi64(
+              _mm256_and_si256(qlv, _mm256_loadu_si256((const __m256i *)(dlab + base + 4 * g))),
+              _mm256_setzero_si256());
+          m |= (uint64_t)(~_mm256_movemask_pd(_mm256_castsi256_pd(z)) & 0xF) << (4 * g);
+        }
         done = 1;
       }
 #endif
@@ -98,6 +226,24 @@ static inline __attribute__((always_inline)) void hk_pass1(
           r = _mm512_mask_blend_epi8(_mm512_movepi8_mask(pv), lo, hi);
         }
         m = (uint64_t)_mm512_test_epi8_mask(r, r);
+        done = 1;
+      }
+#endif
+#ifdef HK_AVX2
+      if (n == BLK) {
+        for (int g = 0; g < 2; g++) {
+          __m256i pv = _mm256_loadu_si256((const __m256i *)(pid8 + base + 32 * g)), r;
+          if (U <= 16) {
+            r = _mm256_shuffle_epi8(tab16, pv);
+          } else {
+            __m256i at = _mm256_and_si256(_mm256_srli_epi16(pv, 3), _mm256_set1_epi8(0x1F));
+            __m256i byte = _mm256_blendv_epi8(_mm256_shuffle_epi8(set_lo, at), _mm256_shuffle_epi8(set_hi, at),
+                                              _mm256_slli_epi16(at, 3)); /* bit 4 of at -> bit 7 */
+            __m256i bit = _mm256_shuffle_epi8(bit_of, _mm256_and_si256(pv, _mm256_set1_epi8(7)));
+            r = _mm256_cmpeq_epi8(_mm256_and_si256(byte, bit), bit);
+          }
+          m |= (uint64_t)(uint32_t)_mm256_movemask_epi8(r) << (32 * g);
+        }
         done = 1;
       }
 #endif
@@ -125,6 +271,10 @@ static inline __attribute__((always_inline)) uint32_t hk_before(
     eq = _mm512_cmpeq_epi8_mask(_mm512_loadu_si512(blk), _mm512_set1_epi8((char)v));
   }
   return (uint32_t)__builtin_popcountll(eq & low);
+#elif defined(HK_AVX2)
+  uint64_t low = (p == 0) ? 0 : (~0ULL >> (64 - p));
+  uint64_t eq = wide ? hk_eq_mask16((const uint16_t *)blk, v) : hk_eq_mask8((const uint8_t *)blk, v);
+  return (uint32_t)__builtin_popcountll(eq & low);
 #else
   uint32_t c = 0;
   if (wide) { const uint16_t *x = (const uint16_t *)blk; for (int t = 0; t < p; t++) c += x[t] == v; }
@@ -149,14 +299,39 @@ static void hk_scatter_ranks(const uint16_t *LV, const uint32_t *LA, const uint3
   }
 }
 
+/* bit t set when item t < n of the block has distance <= c */
+static inline uint64_t hk_block_le(const uint8_t *d8, const uint16_t *d16, int n, int wide, uint32_t c) {
+  uint64_t sel = 0;
+#ifdef HK_AVX512
+  if (wide) {
+    __m512i cv = _mm512_set1_epi16((short)c);
+    sel = (uint64_t)_mm512_cmple_epu16_mask(_mm512_loadu_si512(d16), cv) |
+          ((uint64_t)_mm512_cmple_epu16_mask(_mm512_loadu_si512(d16 + 32), cv) << 32);
+  } else {
+    sel = _mm512_cmple_epu8_mask(_mm512_loadu_si512(d8), _mm512_set1_epi8((char)c));
+  }
+#elif defined(HK_AVX2)
+  sel = wide ? hk_le_mask16(d16, c) : hk_le_mask8(d8, c);
+#else
+  for (int t = 0; t < n; t++) sel |= (uint64_t)((wide ? d16[t] : d8[t]) <= c) << t;
+#endif
+  if (n < BLK) sel &= (1ULL << n) - 1; /* the buffer is padded: vector compares read past n */
+  return sel;
+}
+
+/* the distance bucket holding rank kmax: Nlt[vc] < kmax <= Nlt[vc + 1] (or the last bucket) */
+static inline int64_t hk_rank_bucket(const int64_t *Nlt, int64_t nb, int64_t kmax) {
+  int64_t vc = 0;
+  while (vc + 1 < nb && Nlt[vc + 1] < kmax) vc++;
+  return vc;
+}
+
 /* Second pass for small k: SR for the relevant items up to the bucket vc holding rank kmax, visiting
    only the items with distance <= vc in index order (counts per bucket give their ranks). Returns
    the number of SR entries (relevant items with distance <= vc). */
 static int64_t hk_top_ranks(const void *dbuf, int wide, const uint64_t *relm, int64_t nd, int64_t nb,
-                            int64_t kmax, const int64_t *Nlt, const int64_t *Rlt,
+                            int64_t vc, const int64_t *Nlt, const int64_t *Rlt,
                             const uint32_t *hrel, uint32_t *cnt, uint32_t *SR) {
-  int64_t vc = 0;
-  while (vc + 1 < nb && Nlt[vc + 1] < kmax) vc++; /* Nlt[vc] < kmax <= Nlt[vc + 1] */
   uint32_t *crel = cnt + nb;
   memset(cnt, 0, (size_t)2 * nb * sizeof(uint32_t));
   int64_t nblk = (nd + BLK - 1) / BLK;
@@ -165,20 +340,7 @@ static int64_t hk_top_ranks(const void *dbuf, int wide, const uint64_t *relm, in
     int n = (int)(nd - base < BLK ? nd - base : BLK);
     const uint8_t *d8 = (const uint8_t *)dbuf + base;
     const uint16_t *d16 = (const uint16_t *)dbuf + base;
-    uint64_t sel = 0;
-#ifdef HK_AVX512
-    if (wide) {
-      __m512i c = _mm512_set1_epi16((short)vc);
-      sel = (uint64_t)_mm512_cmple_epu16_mask(_mm512_loadu_si512(d16), c) |
-            ((uint64_t)_mm512_cmple_epu16_mask(_mm512_loadu_si512(d16 + 32), c) << 32);
-    } else {
-      sel = _mm512_cmple_epu8_mask(_mm512_loadu_si512(d8), _mm512_set1_epi8((char)vc));
-    }
-#else
-    for (int t = 0; t < n; t++) sel |= (uint64_t)((wide ? d16[t] : d8[t]) <= vc) << t;
-#endif
-    if (n < BLK) sel &= (1ULL << n) - 1;
-    uint64_t rel = relm[b];
+    uint64_t sel = hk_block_le(d8, d16, n, wide, (uint32_t)vc), rel = relm[b];
     while (sel) {
       int p = __builtin_ctzll(sel);
       sel &= sel - 1;
@@ -190,6 +352,49 @@ static int64_t hk_top_ranks(const void *dbuf, int wide, const uint64_t *relm, in
   return Rlt[vc] + hrel[vc];
 }
 
+/* Candidates for small k: the positions (ascending) of the items with distance <= cut, their
+   histogram H and that of the relevant ones, hrel (both zeroed by the caller). Returns how many;
+   *nrel = relevant items in the whole database. */
+static int64_t hk_candidates(const void *dbuf, int wide, const uint64_t *relm, int64_t nd, uint32_t cut,
+                             uint32_t *cand, uint32_t *H, uint32_t *hrel, int64_t *nrel) {
+  int64_t nblk = (nd + BLK - 1) / BLK, L = 0, nr = 0;
+  for (int64_t b = 0; b < nblk; b++) {
+    int64_t base = b * BLK;
+    int n = (int)(nd - base < BLK ? nd - base : BLK);
+    const uint8_t *d8 = (const uint8_t *)dbuf + base;
+    const uint16_t *d16 = (const uint16_t *)dbuf + base;
+    uint64_t sel = hk_block_le(d8, d16, n, wide, cut), rel = relm[b];
+    nr += __builtin_popcountll(rel);
+    while (sel) {
+      int p = __builtin_ctzll(sel);
+      sel &= sel - 1;
+      uint32_t v = wide ? d16[p] : d8[p];
+      H[v]++;
+      hrel[v] += (uint32_t)((rel >> p) & 1);
+      cand[L++] = (uint32_t)(base + p);
+    }
+  }
+  *nrel = nr;
+  return L;
+}
+
+/* hk_top_ranks over the candidate list (every item with distance <= vc is in it, in index order) */
+static int64_t hk_candidate_ranks(const uint32_t *cand, int64_t nc, const void *dbuf, int wide,
+                                  const uint64_t *relm, int64_t nb, int64_t vc, const int64_t *Nlt,
+                                  const int64_t *Rlt, const uint32_t *hrel, uint32_t *cnt, uint32_t *SR) {
+  uint32_t *crel = cnt + nb;
+  memset(cnt, 0, (size_t)2 * nb * sizeof(uint32_t));
+  const uint8_t *d8 = (const uint8_t *)dbuf;
+  const uint16_t *d16 = (const uint16_t *)dbuf;
+  for (int64_t t = 0; t < nc; t++) {
+    uint32_t j = cand[t], v = wide ? d16[j] : d8[j];
+    if (v > (uint32_t)vc) continue;
+    uint32_t c = ++cnt[v];
+    if ((relm[j / BLK] >> (j % BLK)) & 1) SR[Rlt[v] + crel[v]++] = (uint32_t)(Nlt[v] + c);
+  }
+  return Rlt[vc] + hrel[vc];
+}
+
 /* number of entries <= x in the increasing array a[0..n) */
 static inline int64_t hk_count_le(const uint32_t *a, int64_t n, int64_t x) {
   int64_t lo = 0, hi = n;
@@ -197,26 +402,60 @@ static inline int64_t hk_count_le(const uint32_t *a, int64_t n, int64_t x) {
   return lo;
 }
 
-/* sum over R < n of (R + 1) / sr[R]: the precisions at the relevant positions */
-static double hk_prec_sum(const uint32_t *sr, int64_t n) {
-  int64_t R = 0;
-  double s = 0.0;
-#ifdef HK_AVX512
-  __m512d acc0 = _mm512_setzero_pd(), acc1 = _mm512_setzero_pd();
-  __m512d num = _mm512_setr_pd(1, 2, 3, 4, 5, 6, 7, 8), step = _mm512_set1_pd(8.0);
-  for (; R + 16 <= n; R += 16) {
-    __m512d d0 = _mm512_cvtepu32_pd(_mm256_loadu_si256((const __m256i *)(sr + R)));
-    __m512d d1 = _mm512_cvtepu32_pd(_mm256_loadu_si256((const __m256i *)(sr + R + 8)));
-    acc0 = _mm512_add_pd(acc0, _mm512_div_pd(num, d0));
-    num = _mm512_add_pd(num, step);
-    acc1 = _mm512_add_pd(acc1, _mm512_div_pd(num, d1));
-    num = _mm512_add_pd(num, step);
+/* Sum over R in [lo, lo + n) of (R + 1) / sr[R] (the precisions at the relevant positions) in
+   exactly numpy's pairwise order (pairwise_sum of numpy's add.reduce: below 8 terms one by one; up
+   to 128 terms 8 running sums r[j] over the terms j, j + 8, ..., combined as
+   ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7)), then the rest one by one; above, the two halves
+   split at a multiple of 8). Every kernel path and the numpy path then give bit-for-bit the same AP:
+   divisions are correctly rounded and each lane adds the same terms in the same order. */
+static double hk_prec_sum_at(const uint32_t *sr, int64_t lo, int64_t n) {
+  if (n < 8) {
+    double res = 0.;
+    for (int64_t i = 0; i < n; i++) res += (double)(lo + i + 1) / (double)sr[lo + i];
+    return res;
   }
-  s = _mm512_reduce_add_pd(_mm512_add_pd(acc0, acc1));
+  if (n <= 128) {
+    double r[8];
+    int64_t i, end = n - n % 8;
+    const uint32_t *x = sr + lo;
+#ifdef HK_AVX512
+    __m512d num = _mm512_add_pd(_mm512_set1_pd((double)(lo + 1)), _mm512_setr_pd(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m512d step = _mm512_set1_pd(8.0);
+    __m512d acc = _mm512_div_pd(num, _mm512_cvtepu32_pd(_mm256_loadu_si256((const __m256i *)x)));
+    for (i = 8; i < end; i += 8) {
+      num = _mm512_add_pd(num, step);
+      acc = _mm512_add_pd(acc, _mm512_div_pd(num, _mm512_cvtepu32_pd(_mm256_loadu_si256((const __m256i *)(x + i)))));
+    }
+    _mm512_storeu_pd(r, acc);
+#elif defined(HK_AVX2) /* ranks < 2^31: the signed conversion is exact */
+    __m256d n0 = _mm256_add_pd(_mm256_set1_pd((double)(lo + 1)), _mm256_setr_pd(0, 1, 2, 3));
+    __m256d n1 = _mm256_add_pd(n0, _mm256_set1_pd(4.0));
+    const __m256d step = _mm256_set1_pd(8.0);
+    __m256d a0 = _mm256_div_pd(n0, _mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)x)));
+    __m256d a1 = _mm256_div_pd(n1, _mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)(x + 4))));
+    for (i = 8; i < end; i += 8) {
+      n0 = _mm256_add_pd(n0, step);
+      n1 = _mm256_add_pd(n1, step);
+      a0 = _mm256_add_pd(a0, _mm256_div_pd(n0, _mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)(x + i)))));
+      a1 = _mm256_add_pd(a1, _mm256_div_pd(n1, _mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)(x + i + 4)))));
+    }
+    _mm256_storeu_pd(r, a0);
+    _mm256_storeu_pd(r + 4, a1);
+#else
+    for (int j = 0; j < 8; j++) r[j] = (double)(lo + j + 1) / (double)x[j];
+    for (i = 8; i < end; i += 8)
+      for (int j = 0; j < 8; j++) r[j] += (double)(lo + i + j + 1) / (double)x[i + j];
 #endif
-  for (; R < n; R++) s += (double)(R + 1) / (double)sr[R];
-  return s;
+    double res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+    for (i = end; i < n; i++) res += (double)(lo + i + 1) / (double)x[i];
+    return res;
+  }
+  int64_t n2 = n / 2;
+  n2 -= n2 % 8;
+  return hk_prec_sum_at(sr, lo, n2) + hk_prec_sum_at(sr, lo + n2, n - n2);
 }
+
+static double hk_prec_sum(const uint32_t *sr, int64_t n) { return hk_prec_sum_at(sr, 0, n); }
 
 static inline __attribute__((always_inline)) int hk_rows(
     const uint64_t *q, const uint64_t *db, int W, int64_t nd, int bits, const uint8_t *pid8,
@@ -230,6 +469,12 @@ static inline __attribute__((always_inline)) int hk_rows(
      kmax; otherwise record every relevant item during the histogram pass */
   int two_pass = kmax > 0 && kmax * 4 <= nd;
   int need_list = kmax > 0 && !two_pass;
+  /* Small k without histogram outputs: only the items closer than a cut need counting. The cut is
+     the previous query's rank-kmax bucket plus a margin; a query whose items under the cut are fewer
+     than kmax is redone with the full histogram (and the margin grows), so results never depend on
+     the guess. This takes the histogram, which costs as much as the distances, off the hot path. */
+  int few_ranks = two_pass && !hist_all && !hist_rel;
+  int64_t prev_vc = -1, margin = 2;
   size_t esz = wide ? 2 : 1;
   void *dbuf = malloc((size_t)(nblk + 1) * BLK * esz);
   uint64_t *relm = (uint64_t *)malloc((size_t)(nblk + 1) * sizeof(uint64_t));
@@ -243,8 +488,9 @@ static inline __attribute__((always_inline)) int hk_rows(
   uint32_t *LB = need_list ? (uint32_t *)malloc((size_t)nd * sizeof(uint32_t)) : NULL;
   uint32_t *SR = kmax > 0 ? (uint32_t *)malloc((size_t)nd * sizeof(uint32_t)) : NULL;
   uint32_t *cnt = two_pass ? (uint32_t *)malloc((size_t)2 * nb * sizeof(uint32_t)) : NULL;
+  uint32_t *cand = few_ranks ? (uint32_t *)malloc((size_t)nd * sizeof(uint32_t)) : NULL;
   int ok = dbuf && relm && H && hrel && Nlt && Rlt && tab && (!need_list || (LV && LA && LB)) &&
-           (kmax == 0 || SR) && (!two_pass || cnt);
+           (kmax == 0 || SR) && (!two_pass || cnt) && (!few_ranks || cand);
   if (ok) memset(dbuf, 0, (size_t)(nblk + 1) * BLK * esz);
   for (int64_t i = lo; ok && i < hi; i++) {
     if (relq) { /* this query's relevance to each label pattern, as a byte table */
@@ -256,8 +502,18 @@ static inline __attribute__((always_inline)) int hk_rows(
     memset(H, 0, (size_t)NSUB * nb * sizeof(uint32_t));
     memset(hrel, 0, (size_t)nb * sizeof(uint32_t));
     uint32_t *H0 = H, *H1 = H + nb, *H2 = H + 2 * nb, *H3 = H + 3 * nb;
-    int64_t L = 0;
-    for (int64_t b = 0; b < nblk; b++) {
+    int64_t L = 0, nc = 0, nr = 0;
+    int cut_ok = 0;
+    if (few_ranks && prev_vc >= 0 && prev_vc + margin < nb - 1) {
+      nc = hk_candidates(dbuf, wide, relm, nd, (uint32_t)(prev_vc + margin), cand, H0, hrel, &nr);
+      cut_ok = nc >= kmax;
+      if (!cut_ok) {
+        memset(H, 0, (size_t)nb * sizeof(uint32_t));
+        memset(hrel, 0, (size_t)nb * sizeof(uint32_t));
+        if (margin < 16) margin++;
+      }
+    }
+    for (int64_t b = 0; b < nblk && !cut_ok; b++) {
       int64_t base = b * BLK;
       int n = (int)(nd - base < BLK ? nd - base : BLK);
       const uint8_t *d8 = (const uint8_t *)dbuf + base;
@@ -301,18 +557,25 @@ static inline __attribute__((always_inline)) int hk_rows(
         for (int t = 0; t < n; t++) H0[wide ? d16[t] : d8[t]]++;
       }
     }
-    int64_t na = 0, nr = 0;
+    /* with a cut, H and hrel count only the items under it: Nlt and Rlt are right up to the cut,
+       which lies beyond the bucket of rank kmax */
+    int64_t na = 0, nrh = 0;
     for (int64_t v = 0; v < nb; v++) {
       int64_t h = (int64_t)H0[v] + H1[v] + H2[v] + H3[v];
-      Nlt[v] = na; Rlt[v] = nr;
-      na += h; nr += hrel[v];
+      Nlt[v] = na; Rlt[v] = nrh;
+      na += h; nrh += hrel[v];
       if (hist_all) hist_all[i * nb + v] = h;
       if (hist_rel) hist_rel[i * nb + v] = hrel[v];
     }
-    n_rel[i] = nr;
+    n_rel[i] = cut_ok ? nr : nrh;
     /* SR[R] = rank (1-based) of the (R+1)-th relevant item in the ranking: increasing in R */
     if (need_list) hk_scatter_ranks(LV, LA, LB, L, Nlt, Rlt, SR);
-    if (two_pass) L = hk_top_ranks(dbuf, wide, relm, nd, nb, kmax, Nlt, Rlt, hrel, cnt, SR);
+    if (two_pass) {
+      int64_t vc = hk_rank_bucket(Nlt, nb, kmax);
+      L = cut_ok ? hk_candidate_ranks(cand, nc, dbuf, wide, relm, nb, vc, Nlt, Rlt, hrel, cnt, SR)
+                 : hk_top_ranks(dbuf, wide, relm, nd, nb, vc, Nlt, Rlt, hrel, cnt, SR);
+      prev_vc = vc;
+    }
     if (k > 0) {
       int64_t found = hk_count_le(SR, L, k);
       double s = hk_prec_sum(SR, found);
@@ -321,7 +584,7 @@ static inline __attribute__((always_inline)) int hk_rows(
     for (int c = 0; c < nn; c++) hits[i * nn + c] = hk_count_le(SR, L, ns[c]);
   }
   free(dbuf); free(relm); free(H); free(hrel); free(Nlt); free(Rlt); free(tab);
-  free(LV); free(LA); free(LB); free(SR); free(cnt);
+  free(LV); free(LA); free(LB); free(SR); free(cnt); free(cand);
   return ok ? 0 : -1;
 }
 
@@ -343,7 +606,7 @@ int hk_eval_rows(const uint64_t *q, const uint64_t *db, int32_t W, int64_t nd, i
                  hist_all, hist_rel, n_rel, 1);
 }
 
-int hk_abi_version(void) { return 2; }
+int hk_abi_version(void) { return 3; }
 
 /* ---------------------------------------------------------------------------------------------
    Multi-index hashing (Norouzi, Punjani, Fleet, TPAMI 2014): exact k-NN and radius search over n
@@ -573,3 +836,61 @@ void hk_mih_keys(const uint64_t *db, int64_t n, int32_t W, int32_t a, int32_t s,
 }
 
 int hk_mih_abi_version(void) { return 2; }
+
+/* Distances of qc queries to n codes for the native search engine (hashkit/index/native.py), in the
+   column layout of hashkit.hamming.word_columns: word w of code t at cols[w * stride + t], word w of
+   query r at q[w * qc + r]. out (qc, n), row-major: uint8 when wide == 0, else uint16. */
+void hk_tile_distances(const uint64_t *q, int64_t qc, const uint64_t *cols, int64_t stride, int32_t W,
+                       int64_t n, void *out, int32_t wide) {
+  uint8_t *o8 = (uint8_t *)out;
+  uint16_t *o16 = (uint16_t *)out;
+  for (int64_t r = 0; r < qc; r++) {
+    int64_t t = 0;
+#if defined(HK_AVX512) && defined(__AVX512VPOPCNTDQ__)
+    for (; t + 8 <= n; t += 8) {
+      __m512i acc = _mm512_setzero_si512();
+      for (int w = 0; w < W; w++)
+        acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(
+                  _mm512_set1_epi64((long long)q[w * qc + r]), _mm512_loadu_si512(cols + w * stride + t))));
+      if (wide) _mm_storeu_si128((__m128i *)(o16 + r * n + t), _mm512_cvtepi64_epi16(acc));
+      else _mm_storel_epi64((__m128i *)(o8 + r * n + t), _mm512_cvtepi64_epi8(acc));
+    }
+#elif defined(HK_AVX2)
+    for (; t + 16 <= n; t += 16) { /* four named accumulators: an array would live on the stack */
+      __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+      for (int w = 0; w < W; w++) {
+        const __m256i *c = (const __m256i *)(cols + w * stride + t);
+        const __m256i qv = _mm256_set1_epi64x((long long)q[w * qc + r]);
+        s0 = _mm256_add_epi64(s0, hk_popcnt4(_mm256_xor_si256(qv, _mm256_loadu_si256(c))));
+        s1 = _mm256_add_epi64(s1, hk_popcnt4(_mm256_xor_si256(qv, _mm256_loadu_si256(c + 1))));
+        s2 = _mm256_add_epi64(s2, hk_popcnt4(_mm256_xor_si256(qv, _mm256_loadu_si256(c + 2))));
+        s3 = _mm256_add_epi64(s3, hk_popcnt4(_mm256_xor_si256(qv, _mm256_loadu_si256(c + 3))));
+      }
+      __m256i v = hk_pack16(s0, s1, s2, s3);
+      if (wide) _mm256_storeu_si256((__m256i *)(o16 + r * n + t), v);
+      else _mm_storeu_si128((__m128i *)(o8 + r * n + t),
+                            _mm_packus_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
+    }
+#endif
+    for (; t < n; t++) {
+      uint32_t d = 0;
+      for (int w = 0; w < W; w++) d += (uint32_t)__builtin_popcountll(q[w * qc + r] ^ cols[w * stride + t]);
+      if (wide) o16[r * n + t] = (uint16_t)d; else o8[r * n + t] = (uint8_t)d;
+    }
+  }
+}
+
+/* which vector paths this build has (hashkit.hamming.kernel.paths) */
+const char *hk_paths(void) {
+#if defined(HK_AVX512) && defined(__AVX512VPOPCNTDQ__) && defined(__AVX512VBMI__)
+  return "avx512-vpopcntdq+bw+vbmi";
+#elif defined(HK_AVX512)
+  return "avx512-bw";
+#elif defined(HK_AVX2)
+  return "avx2";
+#elif defined(__POPCNT__)
+  return "popcnt";
+#else
+  return "portable";
+#endif
+}

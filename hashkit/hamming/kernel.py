@@ -20,25 +20,40 @@ What one call of ``hk_eval_rows`` computes for each query row i (definitions: ha
    the block) and ``a_j = #relevant items at distance v with index <= j``; then the block's items are
    added to the histogram (four interleaved sub-histograms break store-to-load dependency chains).
    When the metrics look only at the top kmax ranks (mAP@k, P@N) with kmax <= nd / 4, this pass
-   only builds the histogram, and a second pass visits just the items up to the distance bucket
-   that holds rank kmax (a vector compare per block), counting ranks there;
+   only counts, and a second pass visits just the items up to the distance bucket that holds rank
+   kmax, counting ranks there. Without histogram outputs the first pass counts only the items under
+   a cut (the previous query's bucket of rank kmax plus a margin) and lists them; a query with fewer
+   than kmax items under the cut is redone with the full histogram and the margin grows, so the
+   guess never changes a result. The histogram, otherwise as costly as the distances, then costs
+   next to nothing at @1000 / @5000;
 3. from the histogram, N_<v and R_<v (items / relevant items closer than v): relevant item j has
    rank ``N_<v + b_j`` and is the ``(R_<v + a_j)``-th relevant item of the ranking, so one scatter
    gives the increasing array ``SR[R] = rank of the (R+1)-th relevant item``. AP@k is then
    ``mean over R < found of (R + 1) / SR[R]`` with ``found = #{SR <= k}`` (a binary search; the
-   divisions are vectorised), and the hits of P@N are ``#{SR <= N}``. This is exactly the stable
-   (distance, index) ranking, without sorting anything.
+   divisions are vectorised and summed in numpy's pairwise order, so every path, the numpy one
+   included, gives bit-for-bit the same AP), and the hits of P@N are ``#{SR <= N}``. This is
+   exactly the stable (distance, index) ranking, without sorting anything.
 
 The work per query is one vectorised pass over the codes, one histogram increment per item and a
 few operations per relevant item; the histograms alone (``pr_curve``) skip the relevant-item
-bookkeeping. Vector paths use AVX-512 (VPOPCNTDQ, BW, VBMI) when the compiling CPU has it; plain C
-paths (tested by building without -march=native) cover every other CPU. Threads: the caller splits
-the queries into row ranges and calls from several threads (ctypes releases the GIL).
+bookkeeping. ``hk_tile_distances`` gives the native search engine (hashkit.index.native) its
+distance tiles from the same popcount paths.
+
+Instruction sets: the library is built with ``-march=native`` for the CPU at hand, so the paths
+compiled in are the best it has: AVX-512 (VPOPCNTDQ popcounts, BW/VBMI compares and table lookups);
+else AVX2 (popcount by nibble lookup with ``vpshufb`` and byte sums with ``vpsadbw``, relevance by
+``vpshufb`` over the label-pattern table or a 256-bit set of patterns, compares by ``vpmovmskb``);
+else scalar C with hardware POPCNT; else portable C. ``HASHKIT_KERNEL_ISA`` (levels: ISA_LEVELS)
+builds a lower level on purpose, e.g. ``avx2`` on an AVX-512 machine runs exactly the code an
+AVX2-only CPU gets; tests run every level the CPU can (:func:`available_isas`) against the numpy
+path and require identical numbers. Threads: the caller splits the queries into row ranges and
+calls from several threads (ctypes releases the GIL).
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
@@ -50,9 +65,10 @@ from pathlib import Path
 
 from loguru import logger
 
+from hashkit.errors import HashkitError
 from hashkit.paths import cache_root
 
-__all__ = ["load", "disabled", "SOURCE", "ENV_DISABLE"]
+__all__ = ["load", "disabled", "paths", "available_isas", "selected_isa", "SOURCE", "ENV_DISABLE", "ENV_ISA"]
 
 ENV_DISABLE = "HASHKIT_NO_KERNELS"
 
@@ -61,7 +77,7 @@ SOURCE_FILE = Path(__file__).with_name("kernel.c")
 SOURCE = SOURCE_FILE.read_text(encoding="utf-8")
 
 _lock = threading.Lock()
-_state: dict[str, object] = {}  # "lib": the loaded CDLL or None after a failed attempt
+_state: dict[str, object] = {}  # ISA level -> the loaded CDLL, or None after a failed attempt
 
 
 def disabled() -> bool:
@@ -101,8 +117,56 @@ def _compile(cc: str, flags: list[str], target: Path) -> bool:
     return True
 
 
-# compiler flags tried in order; -march=native is safe because the cache key includes the CPU
-FLAG_SETS: tuple[tuple[str, ...], ...] = (("-O3", "-march=native"), ("-O3",))
+# Instruction-set levels: name -> (compiler flags, CPU flags of /proc/cpuinfo the level needs).
+# "native" (the default) compiles for the CPU at hand, so the vector paths of kernel.c that this CPU
+# has are the ones compiled in (AVX-512 VPOPCNTDQ/BW/VBMI, else AVX2, else scalar POPCNT); the others
+# build a lower level on purpose, so every path this machine can run can be tested and benchmarked
+# (HASHKIT_KERNEL_ISA=avx2 gives an AVX-512 machine the code an AVX2-only one runs). All give
+# bit-for-bit the same numbers.
+ISA_LEVELS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {
+    "native": (("-O3", "-march=native"), frozenset()),
+    "avx2": (("-O3", "-march=x86-64-v3", "-mtune=generic"), frozenset({"avx2", "bmi2", "popcnt", "fma"})),
+    "popcnt": (("-O3", "-march=x86-64-v2", "-mtune=generic"), frozenset({"popcnt", "sse4_2", "ssse3"})),
+    "portable": (("-O3",), frozenset()),
+}
+ENV_ISA = "HASHKIT_KERNEL_ISA"
+X86_ONLY = ("avx2", "popcnt")
+
+# compiler flags tried in order for "native"; -march=native is safe because the cache key includes the CPU
+FLAG_SETS: tuple[tuple[str, ...], ...] = (ISA_LEVELS["native"][0], ISA_LEVELS["portable"][0])
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none); read once."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def available_isas() -> list[str]:
+    """The levels this CPU can run, best first: native, then the lower x86 levels it has, portable."""
+    flags = _cpu_flags()
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    lower = [n for n in X86_ONLY if x86 and ISA_LEVELS[n][1] <= flags]
+    return ["native", *lower, "portable"]
+
+
+def selected_isa() -> str:
+    """The level :func:`load` builds: ``HASHKIT_KERNEL_ISA`` when set, else "native"."""
+    name = os.environ.get(ENV_ISA, "").strip() or "native"
+    if name not in ISA_LEVELS:
+        raise HashkitError(f"{ENV_ISA}={name!r}: choose one of {', '.join(ISA_LEVELS)} (or unset it)")
+    if name != "native" and name not in available_isas():
+        raise HashkitError(
+            f"{ENV_ISA}={name!r}: this CPU cannot run it; choose one of {', '.join(available_isas())}"
+        )
+    return name
 
 
 def _build(flag_sets: tuple[tuple[str, ...], ...] = FLAG_SETS) -> ctypes.CDLL | None:
@@ -130,7 +194,7 @@ def _build(flag_sets: tuple[tuple[str, ...], ...] = FLAG_SETS) -> ctypes.CDLL | 
                 logger.debug(f"hashkit kernels: building/loading {target} failed ({exc})")
         if lib is None:
             continue
-        if lib.hk_abi_version() != 2 or lib.hk_mih_abi_version() != 2:
+        if lib.hk_abi_version() != 3 or lib.hk_mih_abi_version() != 2:
             continue
         fn = lib.hk_eval_rows
         p = ctypes.c_void_p
@@ -146,18 +210,32 @@ def _build(flag_sets: tuple[tuple[str, ...], ...] = FLAG_SETS) -> ctypes.CDLL | 
         lib.hk_mih_build.restype = None
         lib.hk_mih_keys.argtypes = [p, i64, i32, i32, i32, p]
         lib.hk_mih_keys.restype = None
+        lib.hk_tile_distances.argtypes = [p, i64, p, i64, i32, i64, p, i32]  # hashkit.index.native
+        lib.hk_tile_distances.restype = None
+        lib.hk_paths.argtypes = []
+        lib.hk_paths.restype = ctypes.c_char_p
         logger.debug(f"hashkit kernels: loaded {target} ({' '.join(flags)})")
         return lib
     logger.debug("hashkit kernels: compilation failed; using the numpy path")
     return None
 
 
-def load() -> ctypes.CDLL | None:
-    """The compiled kernel library (built and cached on first use), or None to use the numpy path."""
+def load(isa: str | None = None) -> ctypes.CDLL | None:
+    """The compiled kernel library (built and cached on first use), or None to use the numpy path.
+
+    ``isa``: a level of ISA_LEVELS; default :func:`selected_isa` (``HASHKIT_KERNEL_ISA`` or "native").
+    """
     if disabled():
         return None
-    if "lib" not in _state:
+    name = isa or selected_isa()
+    if name not in _state:
         with _lock:
-            if "lib" not in _state:
-                _state["lib"] = _build()
-    return _state["lib"]  # type: ignore[return-value]
+            if name not in _state:
+                flags = FLAG_SETS if name == "native" else (ISA_LEVELS[name][0],)
+                _state[name] = _build(flags)
+    return _state[name]  # type: ignore[return-value]
+
+
+def paths(lib: ctypes.CDLL) -> str:
+    """The vector paths compiled into ``lib``, e.g. "avx512-vpopcntdq+bw+vbmi", "avx2", "popcnt"."""
+    return lib.hk_paths().decode()

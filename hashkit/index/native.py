@@ -1,7 +1,8 @@
 """The native search engine: exact top-k and radius search by XOR + popcount, streaming over codes.
 
-Distances come from :func:`hashkit.hamming.xor_popcount` (numpy popcount, numpy 1.x fallback
-included) in tiles of ``QUERY_CHUNK`` queries x ``SCAN_ITEMS`` codes (uint8/uint16, about 1 MiB),
+Distances come from the compiled kernel's ``hk_tile_distances`` (:mod:`hashkit.hamming.kernel`: the
+same AVX-512 / AVX2 / scalar popcount path as the evaluator, per ``HASHKIT_KERNEL_ISA``), or without
+it from :func:`hashkit.hamming.xor_popcount` (numpy popcount, numpy 1.x fallback included), in tiles of ``QUERY_CHUNK`` queries x ``SCAN_ITEMS`` codes (uint8/uint16, about 1 MiB),
 computed in sub-tiles of ``XOR_ITEMS`` codes (the uint64 XOR buffer, about L2); codes stream in
 blocks of at most ``BLOCK_BYTES`` packed bytes. Tuning measured on a 2-core EPYC.
 """
@@ -16,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from hashkit.hamming import word_columns, xor_popcount
+from hashkit.hamming import kernel, word_columns, xor_popcount
 
 QUERY_CHUNK = 32
 SCAN_ITEMS = 1 << 15
@@ -65,16 +66,23 @@ def _sparse_flatnonzero(m: np.ndarray, size: int) -> np.ndarray:
 
 
 def _tile_distances(
-    q: list[np.ndarray], words: np.ndarray, j: int, n: int, scratch: _Scratch, ddtype: type
+    q: list[np.ndarray], words: np.ndarray, j: int, n: int, scratch: _Scratch, ddtype: type,
+    qflat: np.ndarray | None = None,
 ) -> np.ndarray:
     """Hamming distances (len(q[0]), n) between the query words and codes j..j+n of ``words``.
 
-    popcount(q XOR x) summed over the uint64 words, XOR_ITEMS codes at a time so the uint64
-    intermediate stays in L2; returns a view into the per-thread scratch buffer.
+    With the compiled kernel (and ``qflat``, the query words as a contiguous (W, qc) array): one
+    fused call. Otherwise popcount(q XOR x) summed over the uint64 words, XOR_ITEMS codes at a time
+    so the uint64 intermediate stays in L2. Returns a view into the per-thread scratch buffer.
     """
     qc = len(q[0])
     scratch.get(qc, ddtype)
     D = scratch.d[: qc * n].reshape(qc, n)
+    lib = kernel.load() if qflat is not None else None
+    if lib is not None and words.dtype == np.uint64 and words.strides[1] == 8 and words.strides[0] % 8 == 0:
+        lib.hk_tile_distances(qflat.ctypes.data, qc, words[:, j:].ctypes.data, words.strides[0] // 8,
+                              words.shape[0], n, D.ctypes.data, int(ddtype is np.uint16))
+        return D
     for s in range(0, n, XOR_ITEMS):
         e = min(n, s + XOR_ITEMS)
         x = scratch.x[: qc * (e - s)].reshape(qc, e - s)
@@ -94,6 +102,7 @@ class _KnnChunk:
 
     def __init__(self, qwords: np.ndarray, k: int, bits: int) -> None:
         self.q = [np.ascontiguousarray(qwords[w])[:, None] for w in range(len(qwords))]
+        self.qflat = np.ascontiguousarray(qwords, dtype=np.uint64)  # (W, qc) for the compiled kernel
         qc = qwords.shape[1]
         self.k, self.qc = k, qc
         self.ddtype = _dist_dtype(bits)
@@ -117,7 +126,7 @@ class _KnnChunk:
         j = 0
         while j < c:
             n = min(SCAN_ITEMS, max(self.first_tile, self.seen), c - j)
-            D = _tile_distances(self.q, words, j, n, scratch, self.ddtype)
+            D = _tile_distances(self.q, words, j, n, scratch, self.ddtype, self.qflat)
             np.less(D, self.tau, out=scratch.m[: self.qc * n].reshape(self.qc, n))
             flat = _sparse_flatnonzero(scratch.m, self.qc * n)
             if flat.size:
@@ -157,6 +166,7 @@ class _RangeChunk:
 
     def __init__(self, qwords: np.ndarray, radius: int, bits: int) -> None:
         self.q = [np.ascontiguousarray(qwords[w])[:, None] for w in range(len(qwords))]
+        self.qflat = np.ascontiguousarray(qwords, dtype=np.uint64)  # (W, qc) for the compiled kernel
         self.qc = qwords.shape[1]
         self.ddtype = _dist_dtype(bits)
         self.radius = self.ddtype(radius)
@@ -166,7 +176,7 @@ class _RangeChunk:
         c = words.shape[1]
         for j in range(0, c, SCAN_ITEMS):
             n = min(SCAN_ITEMS, c - j)
-            D = _tile_distances(self.q, words, j, n, scratch, self.ddtype)
+            D = _tile_distances(self.q, words, j, n, scratch, self.ddtype, self.qflat)
             np.less_equal(D, self.radius, out=scratch.m[: self.qc * n].reshape(self.qc, n))
             flat = _sparse_flatnonzero(scratch.m, self.qc * n)
             if flat.size:
