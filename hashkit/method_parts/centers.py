@@ -5,7 +5,8 @@ towards C_c. Two constructions, both from the papers:
 
 * Hadamard (CSQ, Yuan et al. CVPR 2020, Algorithm 1): the rows of [H; −H], H the bits × bits Sylvester
   Hadamard matrix, are 2·bits codes at mutual Hamming distance bits/2 (or bits for a row and its
-  negation). Classes beyond 2·bits get random Bernoulli codes (below), as in Algorithm 1.
+  negation). Classes beyond 2·bits get random Bernoulli codes (below), as in Algorithm 1, redrawn up to 20
+  times until they are spread (:func:`redraw_until_spread`, DeepHash-pytorch's CSQ.py).
 * Bernoulli (CSQ when bits is not a power of 2; DPN's "random assignment of target vectors" with
   p = 0.5): each code has exactly ⌊bits/2⌋ bits set to −1 at random positions (the public codes'
   construction: a random half of the bits flipped), so codes are balanced and at Hamming distance
@@ -26,6 +27,7 @@ import torch
 from scipy.linalg import hadamard
 
 CENTER_SEED = 0
+MAX_CENTER_DRAWS = 20  # DeepHash-pytorch's CSQ.py: for k in range(20)
 
 
 def is_power_of_two(n: int) -> bool:
@@ -50,8 +52,26 @@ def hadamard_centers(num_classes: int, bits: int, seed: int = CENTER_SEED) -> to
     h = torch.from_numpy(hadamard(bits)).float()
     rows = torch.cat([h, -h])[:num_classes]
     if num_classes > len(rows):
-        rows = torch.cat([rows, bernoulli_centers(num_classes - len(rows), bits, generator)])
+        rows = redraw_until_spread(rows, num_classes - len(rows), bits, generator)
     return rows
+
+
+def redraw_until_spread(fixed_rows: torch.Tensor, extra: int, bits: int, generator: torch.Generator) -> torch.Tensor:
+    """``fixed_rows`` plus ``extra`` Bernoulli codes, redrawn as DeepHash-pytorch's CSQ.py ``get_hash_targets``
+    does: up to :data:`MAX_CENTER_DRAWS` draws, stopping at the first whose pairwise Hamming distances over all
+    the codes have a minimum above bits/4 and a mean of at least bits/2; if none does, the last draw."""
+    for _ in range(MAX_CENTER_DRAWS):
+        codes = torch.cat([fixed_rows, bernoulli_centers(extra, bits, generator)])
+        distances = pairwise_hamming(codes)
+        if distances.min() > bits / 4 and distances.mean() >= bits / 2:
+            break
+    return codes
+
+
+def pairwise_hamming(codes: torch.Tensor) -> torch.Tensor:
+    """The Hamming distances between every two ±1 rows of ``codes`` (i < j), as a flat float tensor."""
+    i, j = torch.triu_indices(len(codes), len(codes), offset=1)
+    return (codes[i] != codes[j]).sum(dim=1).float()
 
 
 def class_centers(num_classes: int, bits: int, kind: str = "hadamard", seed: int = CENTER_SEED) -> torch.Tensor:

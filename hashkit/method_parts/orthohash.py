@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from hashkit.method_parts.centers import class_centers
-from hashkit.method_parts.reference_recipes import FIRE_SEED
+from hashkit.method_parts.reference_recipes import FIRE_SEED, FIRE_SEED_CIFAR10
 from hashkit.method_parts.classification import check_labels, cosine_logits, soft_cross_entropy
 from hashkit.method import Batch, HashingMethod, Hyper, TrainingData
 from hashkit.model import binarize
@@ -33,7 +33,8 @@ ORTHOHASH_PAPER = (
     "Hoe, Ng, Chan, Chan, Chen, Gan. One Loss for All: Deep Hashing with a Single Cosine Similarity based "
     "Learning Objective. NeurIPS 2021"
 )
-ORTHOHASH_SEED: dict[str, Any] = dict(FIRE_SEED)  # the authors' templates keep FIRe's defaults
+ORTHOHASH_SEED: dict[str, Any] = dict(FIRE_SEED)  # the authors' templates keep FIRe's defaults (head: bn, the method's)
+ORTHOHASH_SEED_CIFAR10: dict[str, Any] = dict(FIRE_SEED_CIFAR10)
 
 
 def orthohash_loss(margin_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
