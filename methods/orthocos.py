@@ -5,7 +5,8 @@ scheme in hashkit/method_parts/orthohash.py; the paper's equation numbers not ve
 
     L = −Σ_c ỹ_c log softmax_c( s · (cos(v, C_c) − m · y_c) ),   v = BN(u),  ỹ = y / Σy
 
-with fixed ±1 class codes C (Hadamard rows), s = 8, m = 0.3 (the authors' orthocos template; the margin
+with fixed ±1 class codes C (seed: FIRe's cent_init M, random codes at a minimum mutual distance; cpu: Hadamard
+rows; --centers), s = 8, m = 0.3 (the authors' orthocos template; the margin
 is applied to every label of a multi-label item, as in their code). Multi-label: yes.
 Head: ``bn`` (W x without bias, then an affine batch-norm, as FIRe); codes are sign of its output.
 """
@@ -32,7 +33,7 @@ class OrthoCos(OrthoHashMethod):
     hyperparameters = orthohash_hyper(s=8.0, m=0.3)
     recipes = {
         # seed: FIRe's (hashkit.method_parts.reference_recipes), CIFAR-10 transforms on CIFAR-10
-        "seed": dict(ORTHOHASH_SEED),
+        "seed": {**ORTHOHASH_SEED, "centers": "min_distance"},  # configs/templates/orthocos.yaml cent_init: M
         "seed@cifar10": dict(ORTHOHASH_SEED_CIFAR10),
         # cpu: hashkit.recipes.REGULARISED_CPU, measured (32 bits, seed 0): 0.7553 against 0.7409 with 4 views in
         # 32 epochs (README CPU results, note 11).

@@ -154,6 +154,21 @@ def test_dpn_targets_are_balanced_random_codes() -> None:
     assert not torch.equal(dpn.centers.double(), reference_hadamard_targets(10, 32))
 
 
+def test_orthocos_seed_centers_keep_fires_minimum_distance() -> None:
+    """FIRe's cent_init "M" (functions/loss/dpn.py get_centroid): every two codes at normalised Hamming distance
+    0.5·(K − a·b)/K ≥ 0.61 while such codes are found; 3 codes of 2 bits cannot be (only c and −c are 1 apart), so
+    the bound drops by 0.01 per 10,000 rejected draws until 0.5 admits them."""
+    m = OrthoCos(K, {"s": 8.0, "m": 0.3, "quan": 0.0, "centers": "min_distance"}, CPU)
+    m.setup(TrainingData(num_items=C, labels=torch.eye(C)))
+    rows = m.centers.tolist()
+    distances = [0.5 * (K - sum(a * b for a, b in zip(rows[i], rows[j]))) / K for i in range(C) for j in range(i + 1, C)]
+    assert min(distances) >= 0.61 and all(abs(x) == 1 for row in rows for x in row)
+    assert not torch.equal(m.centers.double(), reference_hadamard_targets(C, K))
+    tight = class_centers(3, 2, "min_distance").tolist()
+    pairs = [0.5 * (2 - sum(a * b for a, b in zip(tight[i], tight[j]))) / 2 for i in range(3) for j in range(i + 1, 3)]
+    assert min(pairs) == 0.5
+
+
 def test_the_tie_breaker_is_a_fixed_random_code() -> None:
     """The references draw ``torch.randint(2, (bit,))`` once: a random code (both signs at 32 bits), the same for
     every batch, resume and rank (checkpointed)."""

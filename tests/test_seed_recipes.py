@@ -67,8 +67,8 @@ def rows(method: str, common: dict[str, Any], transforms: dict[str, dict[str, st
 
 TABLE: list[tuple[str, str, dict[str, Any]]] = [
     # ---- catalogue I, FIRe
-    *rows("orthocos", {**FIRE, "head": "bn", "source": FIRE["source"] + ", configs/templates/orthocos.yaml (hash_fc_output bn, hash_bias false)"}, FIRE_TRANSFORMS),
-    *rows("orthoarc", {**FIRE, "head": "bn", "source": FIRE["source"] + ", configs/templates/orthoarc.yaml (hash_fc_output bn, hash_bias false)"}, FIRE_TRANSFORMS),
+    *rows("orthocos", {**FIRE, "head": "bn", "centers": "min_distance", "source": FIRE["source"] + ", configs/templates/orthocos.yaml (hash_fc_output bn, hash_bias false, cent_init M)"}, FIRE_TRANSFORMS),
+    *rows("orthoarc", {**FIRE, "head": "bn", "centers": "iid", "source": FIRE["source"] + ", configs/templates/orthoarc.yaml (hash_fc_output bn, hash_bias false, cent_init B)"}, FIRE_TRANSFORMS),
     *rows("jmlh", {**FIRE, "head": "linear", "hash_init_std": 0.01, "source": FIRE["source"] + ", models/architectures/arch_jmlh.py (bias, normal_(std=0.01))"}, FIRE_TRANSFORMS),
     *rows("sdhc", {**FIRE, "head": "no_bias", "source": FIRE["source"] + " (--hash-bias off), arch ce"}, FIRE_TRANSFORMS),
     *rows("bihalf_sup", {**FIRE, "head": "no_bias", "source": FIRE["source"] + " (--hash-bias off), arch ce"}, FIRE_TRANSFORMS),
