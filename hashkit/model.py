@@ -13,7 +13,10 @@ networks differ in (config keys, set by the methods' seed recipes):
   ``fixed_linear`` (closed-form methods) or one a method registers;
 * ``hash_init_std`` σ: the head's last linear layer drawn from N(0, σ²) with bias 0 (HashNet's seed: 0.01);
   None: torch's default ``nn.Linear`` initialisation (the other seeds);
-* ``head_hidden``: the hidden width of the ``mlp`` head.
+* ``head_hidden``: the hidden width of the ``mlp`` head;
+* ``backbone_dropout`` False: the backbone's own dropout layers (AlexNet's fc6/fc7 Dropout(0.5)) stay in eval
+  mode while the model trains, as FIRe's AlexNet (models/backbone/alexnet.py ``train()``: "all dropout set to
+  eval"); True (default): they drop in training, as torchvision's and DeepHash-pytorch's AlexNet.
 
 Checkpoints written before heads existed name the linear layer ``hash_layer``; they load into ``head.linear``.
 """
@@ -48,9 +51,11 @@ class HashModel(nn.Module):
         hash_head: str | None = None,
         hash_dropout: float | None = None,
         head_hidden: int | None = None,
+        backbone_dropout: bool | None = None,
     ) -> None:
         super().__init__()
         check_code_length(code_length)
+        self.backbone_dropout = True if backbone_dropout is None else bool(backbone_dropout)
         self.hash_activation = hash_activation or "none"
         if self.hash_activation not in HASH_ACTIVATIONS:
             raise HashkitError(f"--hash-activation {hash_activation!r} is unknown; valid: {', '.join(HASH_ACTIVATIONS)}")
@@ -68,6 +73,15 @@ class HashModel(nn.Module):
         # (EfficientNet 0.2); no module (and the plain features) at 0, so such runs are unchanged.
         self.feature_dropout = nn.Dropout(dropout) if dropout > 0 else None
         self._register_load_state_dict_pre_hook(_rename_legacy_head)
+
+    def train(self, mode: bool = True) -> "HashModel":
+        """nn.Module.train, then the backbone's dropout layers back to eval mode without ``backbone_dropout``."""
+        super().train(mode)
+        if not self.backbone_dropout:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.Dropout):
+                    module.eval()
+        return self
 
     def forward(
         self, x: torch.Tensor, start: int = 0, with_features: bool = False
@@ -133,6 +147,7 @@ def model_options(config: dict[str, Any]) -> dict[str, Any]:
         "hash_dropout": config.get("hash_dropout"),
         "head_hidden": config.get("head_hidden"),
         "image_size": config.get("image_size"),  # timm's ViT/Swin are built for their input size
+        "backbone_dropout": config.get("backbone_dropout"),
     }
 
 
@@ -147,12 +162,13 @@ def build_model(
     hash_dropout: float | None = None,
     head_hidden: int | None = None,
     image_size: int | None = None,
+    backbone_dropout: bool | None = None,
 ) -> HashModel:
     """Build backbone ``arch`` (ImageNet weights unless told otherwise) with a fresh hash head."""
     return HashModel(
         build_backbone(arch, pretrained=pretrained, weights=weights, image_size=image_size), code_length,
         hash_activation=hash_activation, hash_init_std=hash_init_std, hash_head=hash_head, hash_dropout=hash_dropout,
-        head_hidden=head_hidden,
+        head_hidden=head_hidden, backbone_dropout=backbone_dropout,
     )
 
 

@@ -24,7 +24,7 @@ DPI = 120
 DISPLAY_NAMES = {
     "dpsh": "DPSH", "dhn": "DHN", "hashnet": "HashNet", "adsh": "ADSH", "dihn": "DIHN", "ssdh": "SSDH",
     "csq": "CSQ", "dpn": "DPN", "orthocos": "OrthoCos", "orthoarc": "OrthoArc", "greedyhash": "GreedyHash",
-    "jmlh": "JMLH", "sdhc": "SDH-C", "bihalf_sup": "BiHalf (supervised)", "ce": "CE",
+    "jmlh": "JMLH", "sdhc": "SDH-C", "bihalf_sup": "BiHalf (supervised)", "ce": "CE", "ce_tanh": "CE (tanh)",
 }  # fmt: skip
 
 

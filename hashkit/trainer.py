@@ -569,6 +569,22 @@ def scheduler_steps(config: dict[str, Any], steps_per_epoch: int | None = None) 
     return epochs
 
 
+def step_size(config: dict[str, Any], steps_per_epoch: int | None = None) -> int:
+    """StepLR's step_size in scheduler intervals: ``max(1, int(lr_step_fraction × the run's intervals))`` when
+    the fraction is set (FIRe's train.py: ``max(1, int(epochs × step_size))``, step_size 0.8), else
+    ``lr_step_size``."""
+    fraction = config.get("lr_step_fraction")
+    if fraction is not None:
+        if not 0 < float(fraction) <= 1:
+            raise HashkitError(f"--lr-step-fraction must be in (0, 1] (FIRe: 0.8), got {fraction}")
+        return max(1, int(scheduler_steps(config, steps_per_epoch) * float(fraction)))
+    size = config.get("lr_step_size")
+    if size is None or int(size) < 1:
+        interval = config.get("lr_interval") or "epoch"
+        raise HashkitError(f"--lr-schedule step needs --lr-step-size N ≥ 1 ({interval}s), got {size}")
+    return int(size)
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, config: dict[str, Any], steps_per_epoch: int | None = None
 ) -> torch.optim.lr_scheduler.LRScheduler:
@@ -579,7 +595,8 @@ def build_scheduler(
     * ``constant``: ConstantLR(factor 1) — every group keeps its lr;
     * ``cosine``: CosineAnnealingLR(T_max = the run's steps of that interval, eta_min = ``lr_eta_min``);
     * ``exponential``: ExponentialLR(gamma = ``lr_gamma``);
-    * ``step``: StepLR(step_size = ``lr_step_size`` intervals, gamma = ``lr_gamma``).
+    * ``step``: StepLR(step_size = ``lr_step_size`` intervals, or ``lr_step_fraction`` of the run's intervals,
+      gamma = ``lr_gamma``; :func:`step_size`).
 
     The lr of the k-th interval (k = 0, 1, …) is therefore the seeds' value whenever the seed steps its
     scheduler after each epoch (DPSH, DHN) or before each step (HashNet's ``step_lr_scheduler``)."""
@@ -600,10 +617,7 @@ def build_scheduler(
             raise HashkitError(f"--lr-schedule {schedule} needs --lr-gamma in (0, 1] (e.g. 0.9), got {gamma}")
         if schedule == "exponential":
             return schedulers.ExponentialLR(optimizer, gamma=gamma)
-        step_size = config.get("lr_step_size")
-        if step_size is None or int(step_size) < 1:
-            raise HashkitError(f"--lr-schedule step needs --lr-step-size N ≥ 1 ({interval}s), got {step_size}")
-        return schedulers.StepLR(optimizer, step_size=int(step_size), gamma=gamma)
+        return schedulers.StepLR(optimizer, step_size=step_size(config, steps_per_epoch), gamma=gamma)
     return schedulers.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 

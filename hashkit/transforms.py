@@ -22,6 +22,9 @@ Evaluation (``--test-transform``):
 * ``resize`` (hashkit's default): Resize to ``image_size`` × ``image_size``;
 * ``center_crop`` (the seeds'; alias ``resize256_centercrop224``): Resize(``image_size`` · 256/224, the
   shorter side) + CenterCrop(``image_size``);
+* ``resize256x256_centercrop224`` (FIRe on ImageNet-100 and its other photo data sets, ``configs.py``
+  ``compose_transform``): Resize to a square of ``image_size`` · 256/224 on both sides (aspect ratio not kept),
+  CenterCrop(``image_size``);
 * ``ten_crop``: the same Resize + TenCrop(``image_size``) — the four corners and the centre, and their
   mirrors — stacked to (10, C, H, W) per image; ``HashModel.encode_outputs`` averages the network's
   outputs over the ten crops before the sign (thuml/HashNet's ``image_test_10crop``).
@@ -83,10 +86,11 @@ RECIPES: dict[str, Callable[[int, InterpolationMode], Steps]] = {
         T.Resize(crop_resize(size), interpolation=filt), T.RandomCrop(size), T.RandomHorizontalFlip()],
     "center_crop": lambda size, filt: [T.Resize(crop_resize(size), interpolation=filt), T.CenterCrop(size)],
     "resize256_centercrop224": lambda size, filt: RECIPES["center_crop"](size, filt),
+    "resize256x256_centercrop224": lambda size, filt: _resize(crop_resize(size), filt) + [T.CenterCrop(size)],
     "ten_crop": lambda size, filt: [T.Resize(crop_resize(size), interpolation=filt), T.TenCrop(size)],
 }
 TRAIN_TRANSFORMS = ("resize_flip", "resized_crop_flip", "resize", "resize_flip_jitter", "resize256_randomcrop224_flip")
-TEST_TRANSFORMS = ("resize", "center_crop", "resize256_centercrop224", "ten_crop")
+TEST_TRANSFORMS = ("resize", "center_crop", "resize256_centercrop224", "resize256x256_centercrop224", "ten_crop")
 DEFAULT_TRAIN = "resize_flip"
 DEFAULT_TEST = "resize"
 

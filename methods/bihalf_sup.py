@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from hashkit.method_parts.reference_recipes import FIRE_SEED
+from hashkit.method_parts.reference_recipes import FIRE_HEAD_WITHOUT_BIAS, FIRE_SEED, FIRE_SEED_CIFAR10
 from hashkit.method_parts.classification import CodeClassifierMethod, soft_cross_entropy
 from hashkit.method_parts.relaxations import bihalf
 from hashkit.method import Batch, Hyper
@@ -33,7 +33,12 @@ class BiHalfSupervised(CodeClassifierMethod):
     hyperparameters = {"gamma": Hyper(6.0, "γ of the bi-half layer's backward pass γ/(N·K)·(u − b) (paper eq. 9, arXiv v1)")}
     # cpu: 4 cached views in the shared 32 epochs (0.7561 at 32 bits, seed 0), not hashkit.recipes.REGULARISED_CPU
     # like the other catalogue I methods: measured 0.7440 with it (README CPU results, note 11).
-    recipes = {"seed": dict(FIRE_SEED), "cpu": {"cached_views": 4}}
+    # seed: FIRe's (arch "ce": a hash layer without bias).
+    recipes = {
+        "seed": {**FIRE_SEED, **FIRE_HEAD_WITHOUT_BIAS},
+        "seed@cifar10": dict(FIRE_SEED_CIFAR10),
+        "cpu": {"cached_views": 4},
+    }
 
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         logits = self.classifier(bihalf(outputs, float(self.hparams["gamma"])))

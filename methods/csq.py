@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from hashkit.method_parts.classification import ClassCodeMethod
 from hashkit.method import Hyper
+from hashkit.method_parts.reference_recipes import DEEPHASH_PYTORCH_SEED, DEEPHASH_PYTORCH_SEED_CIFAR10
 from hashkit.recipes import REGULARISED_CPU
 from hashkit.registry import METHODS
 
@@ -42,14 +43,15 @@ class CSQ(ClassCodeMethod):
     paper = "Yuan et al. Central Similarity Quantization for Efficient Image and Video Retrieval. CVPR 2020"
     hyperparameters = {"lamda": Hyper(1e-4, "weight λ of the quantisation term (|tanh u| − 1)² (DeepHash-pytorch's form)")}
     recipes = {
-        # DeepHash-pytorch's CSQ.py: ResNet-50, RMSprop lr 1e-5 (weight decay 1e-5) on every layer, batch 64,
-        # 150 epochs, random 224-px crops of 256-px images
-        # (the nearest transform recipe: resized_crop_flip), center crops for testing.
+        # DeepHash-pytorch's CSQ.py get_config: ResNet-50 (network.py ResNet: hash layer N(0, 0.01²), bias 0),
+        # RMSprop lr 1e-5 (weight decay 1e-5) on every layer, batch 64, 150 epochs, no schedule; the transforms of
+        # utils/tools.py (hashkit.method_parts.reference_recipes).
         "seed": {
             "arch": "resnet50", "optimizer": "rmsprop", "lr": 1e-5, "hash_lr_mult": 1.0, "weight_decay": 1e-5,
-            "batch_size": 64, "max_iter": 150, "lr_schedule": "constant",
-            "train_transform": "resized_crop_flip", "test_transform": "center_crop",
+            "batch_size": 64, "max_iter": 150, "lr_schedule": "constant", "hash_init_std": 0.01,
+            **DEEPHASH_PYTORCH_SEED,
         },
+        "seed@cifar10": dict(DEEPHASH_PYTORCH_SEED_CIFAR10),
         # cpu: hashkit.recipes.REGULARISED_CPU, measured (32 bits, seed 0): 0.6957 against 0.6930 with 4 views in
         # 32 epochs — the same mAP within noise in half the time (README CPU results, note 11).
         "cpu": dict(REGULARISED_CPU),

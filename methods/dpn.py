@@ -18,6 +18,7 @@ import torch
 
 from hashkit.method_parts.classification import ClassCodeMethod
 from hashkit.method import Hyper
+from hashkit.method_parts.reference_recipes import DEEPHASH_PYTORCH_SEED, DEEPHASH_PYTORCH_SEED_CIFAR10
 from hashkit.recipes import REGULARISED_CPU
 from hashkit.registry import METHODS
 
@@ -40,12 +41,14 @@ class DPN(ClassCodeMethod):
         "reg": Hyper(0.0, "weight of mean(u²) (FIRe's regulariser, not in the paper; 0 = off)"),
     }
     recipes = {
-        # DeepHash-pytorch's DPN.py: AlexNet, RMSprop lr 1e-5 (weight decay 1e-5), batch 32, 150 epochs.
+        # DeepHash-pytorch's DPN.py get_config: AlexNet (network.py: torch's Linear init, dropout active), RMSprop
+        # lr 1e-5 (weight decay 1e-5) on every layer, batch 32, 150 epochs, no schedule; the transforms of
+        # utils/tools.py (hashkit.method_parts.reference_recipes).
         "seed": {
             "arch": "alexnet", "optimizer": "rmsprop", "lr": 1e-5, "hash_lr_mult": 1.0, "weight_decay": 1e-5,
-            "batch_size": 32, "max_iter": 150, "lr_schedule": "constant",
-            "train_transform": "resized_crop_flip", "test_transform": "center_crop",
+            "batch_size": 32, "max_iter": 150, "lr_schedule": "constant", **DEEPHASH_PYTORCH_SEED,
         },
+        "seed@cifar10": dict(DEEPHASH_PYTORCH_SEED_CIFAR10),
         # cpu: hashkit.recipes.REGULARISED_CPU, measured (32 bits, seed 0): 0.7064 against 0.6946 with 4 views in
         # 32 epochs (README CPU results, note 11).
         "cpu": dict(REGULARISED_CPU),

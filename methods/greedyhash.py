@@ -20,6 +20,7 @@ import torch
 from hashkit.method_parts.classification import CodeClassifierMethod, soft_cross_entropy
 from hashkit.method_parts.relaxations import sign_ste
 from hashkit.method import Batch, Hyper
+from hashkit.method_parts.reference_recipes import DEEPHASH_PYTORCH_SEED, DEEPHASH_PYTORCH_SEED_CIFAR10
 from hashkit.recipes import REGULARISED_CPU
 from hashkit.registry import METHODS
 
@@ -38,13 +39,15 @@ class GreedyHash(CodeClassifierMethod):
     hyperparameters = {"alpha": Hyper(0.1, "weight α of the penalty | |u| − 1 |³ (CIFAR-10 0.1, ImageNet 1)")}
     classifier_bias = False
     recipes = {
-        # DeepHash-pytorch's GreedyHash.py: AlexNet, SGD lr 1e-3 (momentum 0.9, weight decay 5e-4) on every
-        # layer, ×0.1 every 30 epochs, batch 64, 200 epochs.
+        # DeepHash-pytorch's GreedyHash.py get_config: AlexNet, SGD lr 1e-3 (momentum 0.9, weight decay 5e-4) on
+        # every layer and the classifier, batch 64, 200 epochs, lr × 0.1 every 80 epochs and α = 1 on ImageNet,
+        # every 30 epochs and α = 0.1 elsewhere (CIFAR-10); the transforms of utils/tools.py.
         "seed": {
             "arch": "alexnet", "optimizer": "sgd", "lr": 1e-3, "hash_lr_mult": 1.0, "weight_decay": 5e-4,
-            "momentum": 0.9, "lr_schedule": "step", "lr_step_size": 30, "lr_gamma": 0.1, "lr_interval": "epoch",
-            "batch_size": 64, "max_iter": 200, "train_transform": "resized_crop_flip", "test_transform": "center_crop",
+            "momentum": 0.9, "lr_schedule": "step", "lr_step_size": 80, "lr_gamma": 0.1, "lr_interval": "epoch",
+            "batch_size": 64, "max_iter": 200, "alpha": 1.0, **DEEPHASH_PYTORCH_SEED,
         },
+        "seed@cifar10": {"lr_step_size": 30, "alpha": 0.1, **DEEPHASH_PYTORCH_SEED_CIFAR10},
         # cpu: hashkit.recipes.REGULARISED_CPU, measured (32 bits, seed 0): 0.7695 against 0.7555 with 4 views in
         # 32 epochs (README CPU results, note 11).
         "cpu": dict(REGULARISED_CPU),

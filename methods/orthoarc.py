@@ -5,7 +5,8 @@ shared scheme in hashkit/method_parts/orthohash.py; the paper's equation numbers
 
     L = −Σ_c ỹ_c log softmax_c( s · cos(θ_c + m · y_c) ),   θ_c = arccos(cos(v, C_c)),  v = BN(u),  ỹ = y / Σy
 
-with fixed ±1 class codes C (Hadamard rows), s = 8, m = 0.2 (the authors' orthoarc template). The
+with fixed ±1 class codes C (seed: FIRe's cent_init B, independent random bits; cpu: Hadamard rows; --centers),
+s = 8, m = 0.2 (the authors' orthoarc template). The
 cosine is clamped to [−0.99999, 0.99999] before arccos (its gradient is infinite at ±1), as in the
 authors' code. Multi-label: yes (the margin on every label of the item).
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from hashkit.method_parts.orthohash import ORTHOHASH_PAPER, ORTHOHASH_SEED, OrthoHashMethod, orthohash_hyper
+from hashkit.method_parts.orthohash import ORTHOHASH_PAPER, ORTHOHASH_SEED, ORTHOHASH_SEED_CIFAR10, OrthoHashMethod, orthohash_hyper
 from hashkit.recipes import REGULARISED_CPU
 from hashkit.registry import METHODS
 
@@ -33,7 +34,9 @@ class OrthoArc(OrthoHashMethod):
     paper = ORTHOHASH_PAPER + " (angular margin)"
     hyperparameters = orthohash_hyper(s=8.0, m=0.2)
     recipes = {
-        "seed": dict(ORTHOHASH_SEED),
+        # seed: FIRe's (hashkit.method_parts.reference_recipes), CIFAR-10 transforms on CIFAR-10
+        "seed": {**ORTHOHASH_SEED, "centers": "iid"},  # configs/templates/orthoarc.yaml cent_init: B
+        "seed@cifar10": dict(ORTHOHASH_SEED_CIFAR10),
         # cpu: hashkit.recipes.REGULARISED_CPU, measured (32 bits, seed 0): 0.7598 against 0.7468 with 4 views in
         # 32 epochs (README CPU results, note 11).
         "cpu": dict(REGULARISED_CPU),

@@ -5,7 +5,8 @@ scheme in hashkit/method_parts/orthohash.py; the paper's equation numbers not ve
 
     L = −Σ_c ỹ_c log softmax_c( s · (cos(v, C_c) − m · y_c) ),   v = BN(u),  ỹ = y / Σy
 
-with fixed ±1 class codes C (Hadamard rows), s = 8, m = 0.3 (the authors' orthocos template; the margin
+with fixed ±1 class codes C (seed: FIRe's cent_init M, random codes at a minimum mutual distance; cpu: Hadamard
+rows; --centers), s = 8, m = 0.3 (the authors' orthocos template; the margin
 is applied to every label of a multi-label item, as in their code). Multi-label: yes.
 Head: ``bn`` (W x without bias, then an affine batch-norm, as FIRe); codes are sign of its output.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from hashkit.method_parts.orthohash import ORTHOHASH_PAPER, ORTHOHASH_SEED, OrthoHashMethod, orthohash_hyper
+from hashkit.method_parts.orthohash import ORTHOHASH_PAPER, ORTHOHASH_SEED, ORTHOHASH_SEED_CIFAR10, OrthoHashMethod, orthohash_hyper
 from hashkit.recipes import REGULARISED_CPU
 from hashkit.registry import METHODS
 
@@ -31,7 +32,9 @@ class OrthoCos(OrthoHashMethod):
     paper = ORTHOHASH_PAPER + " (cosine margin)"
     hyperparameters = orthohash_hyper(s=8.0, m=0.3)
     recipes = {
-        "seed": dict(ORTHOHASH_SEED),
+        # seed: FIRe's (hashkit.method_parts.reference_recipes), CIFAR-10 transforms on CIFAR-10
+        "seed": {**ORTHOHASH_SEED, "centers": "min_distance"},  # configs/templates/orthocos.yaml cent_init: M
+        "seed@cifar10": dict(ORTHOHASH_SEED_CIFAR10),
         # cpu: hashkit.recipes.REGULARISED_CPU, measured (32 bits, seed 0): 0.7553 against 0.7409 with 4 views in
         # 32 epochs (README CPU results, note 11).
         "cpu": dict(REGULARISED_CPU),

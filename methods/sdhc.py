@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hashkit.method_parts.reference_recipes import FIRE_SEED
+from hashkit.method_parts.reference_recipes import FIRE_HEAD_WITHOUT_BIAS, FIRE_SEED, FIRE_SEED_CIFAR10
 from hashkit.method_parts.classification import CodeClassifierMethod, soft_cross_entropy
 from hashkit.errors import HashkitError
 from hashkit.method import Batch, Hyper
@@ -62,7 +62,12 @@ class SDHC(CodeClassifierMethod):
     single_label_only = True
     # cpu: hashkit.recipes.REGULARISED_CPU, measured (32 bits, seed 0): 0.7742 against 0.7619 with 4 views in
     # 32 epochs (README CPU results, note 11).
-    recipes = {"seed": dict(FIRE_SEED), "cpu": dict(REGULARISED_CPU)}
+    # seed: FIRe's (arch "ce": a hash layer without bias).
+    recipes = {
+        "seed": {**FIRE_SEED, **FIRE_HEAD_WITHOUT_BIAS},
+        "seed@cifar10": dict(FIRE_SEED_CIFAR10),
+        "cpu": dict(REGULARISED_CPU),
+    }
 
     def bind_model(self, model: nn.Module) -> None:
         layer = getattr(getattr(model, "head", None), "linear", None)

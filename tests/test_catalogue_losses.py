@@ -1,20 +1,34 @@
-"""The catalogue methods' losses on fixed small tensors against independent transcriptions of the papers'
-formulas (element by element, in plain Python floats), their class codes and straight-through layers."""
+"""The catalogue methods' losses on fixed small tensors against independent transcriptions of the reference
+code (element by element, in plain Python floats), including the targets the references build: CSQ's hash
+centers as DeepHash-pytorch's CSQ.py ``get_hash_targets`` (rows of scipy's Hadamard matrix and their negations,
+Bernoulli rows beyond 2·bits redrawn up to 20 times), DPN's balanced random targets (DPN.py
+``get_target_vectors``, p = 0.5) and the multi-label majority with its random tie-breaker (``label2center``:
+``center_sum[center_sum == 0] = random_center`` with a fixed random 0/1 code, then ``2·(center_sum > 0) − 1``).
+The targets are computed here from scipy and the labels, not taken from hashkit's helpers.
+
+Mutations that fail here: CSQ's ``center_kind = "bernoulli"`` (test_csq_centers_are_the_references_hadamard_rows,
+test_csq_loss); a tie-breaker that is always +1 (``tie_breaker`` returning ``torch.ones(bits)``:
+test_the_tie_breaker_is_a_fixed_random_code); ``ce`` classifying tanh(u) (test_ce_baseline_loss).
+"""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from scipy.linalg import hadamard
 from torch import nn
 
-from hashkit.method_parts.centers import bernoulli_centers, class_centers, label_centers, tie_breaker
+from hashkit.method_parts import centers as centers_module
+from hashkit.method_parts.centers import class_centers, label_centers, tie_breaker
 from hashkit.method_parts.relaxations import bihalf, sign_ste, stochastic_binary
 from hashkit.errors import HashkitError
 from hashkit.method import Batch, TrainingData
 from hashkit.methods.bihalf_sup import BiHalfSupervised
 from hashkit.methods.ce import CE
+from hashkit.methods.ce_tanh import CETanh
 from hashkit.methods.csq import CSQ
 from hashkit.methods.dpn import DPN
 from hashkit.methods.greedyhash import GreedyHash
@@ -79,22 +93,90 @@ def sgn(x: float) -> float:
 # ---------------------------------------------------------------------------------------------- centers
 
 
-def test_hadamard_centers_are_orthogonal_rows_then_their_negations() -> None:
-    centers = class_centers(20, 16)
-    assert centers.shape == (20, 16) and set(centers.unique().tolist()) == {-1.0, 1.0}
-    gram = centers[:16] @ centers[:16].t()
-    assert torch.equal(gram, 16 * torch.eye(16))  # mutual Hamming distance K/2
-    assert torch.equal(centers[16:20], -centers[:4])
+def reference_hadamard_targets(n_class: int, bit: int) -> torch.Tensor:
+    """CSQ.py get_hash_targets for n_class ≤ 2·bit: H_2K = concatenate((H_K, −H_K))[:n_class]."""
+    h_k = hadamard(bit)
+    return torch.from_numpy(np.concatenate((h_k, -h_k), 0)[:n_class]).double()
 
 
-def test_bernoulli_centers_when_not_a_power_of_two_or_too_many_classes() -> None:
-    odd = class_centers(5, 12)
-    assert torch.equal((odd == -1).sum(1), torch.full((5,), 6))  # half the bits −1 in every code
-    many = class_centers(40, 16)
-    assert torch.equal(many[:32], class_centers(32, 16)) and torch.equal((many[32:] == -1).sum(1), torch.full((8,), 8))
-    assert torch.equal(class_centers(5, 12), class_centers(5, 12))  # deterministic
-    g = torch.Generator().manual_seed(3)
-    assert bernoulli_centers(3, 7, g).abs().eq(1).all()
+def reference_label2center(y: torch.Tensor, hash_targets: torch.Tensor, random_center01: torch.Tensor) -> torch.Tensor:
+    """CSQ.py / DPN.py label2center: the one-hot row's center; for several labels the sign of the sum, its zeros
+    replaced by the fixed random 0/1 code, then 2·(sum > 0) − 1 — bit by bit in Python floats."""
+    out = []
+    for row in y.tolist():
+        if sum(row) == 1:
+            out.append(hash_targets[row.index(1.0)].tolist())
+            continue
+        total = [sum(row[c] * float(hash_targets[c, k]) for c in range(len(row))) for k in range(hash_targets.shape[1])]
+        total = [float(random_center01[k]) if t == 0 else t for k, t in enumerate(total)]
+        out.append([2.0 * (t > 0) - 1.0 for t in total])
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(("classes", "bits"), [(C, K), (10, 32), (20, 16)])
+def test_csq_centers_are_the_references_hadamard_rows(classes: int, bits: int) -> None:
+    m = CSQ(bits, {}, CPU)
+    m.setup(TrainingData(num_items=classes, labels=torch.eye(classes, dtype=torch.float64)))
+    assert torch.equal(m.centers.double(), reference_hadamard_targets(classes, bits))
+
+
+def test_csq_redraws_the_bernoulli_centers_as_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond 2·bits classes: up to 20 draws of the extra rows, the first whose pairwise Hamming distances over all
+    centers have min > bits/4 and mean ≥ bits/2 kept, else the 20th (CSQ.py get_hash_targets' loop)."""
+    bits, classes = 32, 65  # 64 Hadamard rows + 1 drawn
+    bad = torch.ones(1, bits)  # the first Hadamard row again: min distance 0
+    good = torch.tensor([[1.0 if ch == "+" else -1.0 for ch in "-+---+-+-+--++++-+-++-+-+--++--+"]])  # spread
+    draws: list[torch.Tensor] = []
+
+    def scripted(num: int, b: int, generator: torch.Generator) -> torch.Tensor:
+        draws.append(bad if len(draws) < 2 else good)
+        return draws[-1].clone()
+
+    def reference_spread(rows: torch.Tensor) -> bool:
+        d = [sum(float(a != b) for a, b in zip(rows[i], rows[j])) for i in range(len(rows)) for j in range(i + 1, len(rows))]
+        return min(d) > bits / 4 and sum(d) / len(d) >= bits / 2
+
+    monkeypatch.setattr(centers_module, "bernoulli_centers", scripted)
+    got = class_centers(classes, bits)
+    expected = torch.cat([reference_hadamard_targets(64, bits).float(), good])
+    assert len(draws) == 3 and torch.equal(got, expected) and reference_spread(expected)
+    draws.clear()
+    monkeypatch.setattr(centers_module, "bernoulli_centers", lambda n, b, g: draws.append(bad) or bad.clone())
+    assert torch.equal(class_centers(classes, bits)[64:], bad) and len(draws) == 20  # none spread: the 20th
+
+
+def test_dpn_targets_are_balanced_random_codes() -> None:
+    """DPN.py get_target_vectors: each class's code has int(bits · 0.5) bits at −1 at random positions — random
+    codes, not CSQ's Hadamard rows."""
+    dpn = DPN(32, {"margin": 1.0, "reg": 0.0}, CPU)
+    dpn.setup(TrainingData(num_items=10, labels=torch.eye(10)))
+    assert [int((row == -1).sum()) for row in dpn.centers] == [16] * 10
+    assert not torch.equal(dpn.centers.double(), reference_hadamard_targets(10, 32))
+
+
+def test_orthocos_seed_centers_keep_fires_minimum_distance() -> None:
+    """FIRe's cent_init "M" (functions/loss/dpn.py get_centroid): every two codes at normalised Hamming distance
+    0.5·(K − a·b)/K ≥ 0.61 while such codes are found; 3 codes of 2 bits cannot be (only c and −c are 1 apart), so
+    the bound drops by 0.01 per 10,000 rejected draws until 0.5 admits them."""
+    m = OrthoCos(K, {"s": 8.0, "m": 0.3, "quan": 0.0, "centers": "min_distance"}, CPU)
+    m.setup(TrainingData(num_items=C, labels=torch.eye(C)))
+    rows = m.centers.tolist()
+    distances = [0.5 * (K - sum(a * b for a, b in zip(rows[i], rows[j]))) / K for i in range(C) for j in range(i + 1, C)]
+    assert min(distances) >= 0.61
+    assert not torch.equal(m.centers.double(), reference_hadamard_targets(C, K))
+    tight = class_centers(3, 2, "min_distance").tolist()
+    pairs = [0.5 * (2 - sum(a * b for a, b in zip(tight[i], tight[j]))) / 2 for i in range(3) for j in range(i + 1, 3)]
+    assert min(pairs) == 0.5
+
+
+def test_the_tie_breaker_is_a_fixed_random_code() -> None:
+    """The references draw ``torch.randint(2, (bit,))`` once: a random code (both signs at 32 bits), the same for
+    every batch, resume and rank (checkpointed)."""
+    ties = tie_breaker(32)
+    assert 0 < int((ties > 0).sum()) < 32
+    assert torch.equal(ties, tie_breaker(32))
+    m = method(CSQ, torch.eye(C, dtype=torch.float64))
+    assert torch.equal(m.ties, tie_breaker(K)) and torch.equal(m.state_dict()["ties"], m.ties)
 
 
 def test_label_centers_majority_and_ties() -> None:
@@ -102,11 +184,8 @@ def test_label_centers_majority_and_ties() -> None:
     ties = torch.tensor([-1.0, 1, -1, 1])
     labels = torch.tensor([[0.0, 1, 0], [1, 1, 0], [1, 1, 1]])
     out = label_centers(labels, centers, ties)
-    assert torch.equal(out[0], centers[1])  # one label: its center
-    # two labels: bits 0 (1+1) and 3 (−1−1) agree; bits 1 and 2 tie (0) → the tie-breaker's bits
-    assert out[1].tolist() == [1.0, 1.0, -1.0, -1.0]
-    assert out[2].tolist() == [1.0, -1.0, -1.0, -1.0]  # majority of three
-    assert tie_breaker(4).abs().eq(1).all()
+    assert torch.equal(out, reference_label2center(labels.double(), centers.double(), (ties + 1) / 2).float())
+    assert out[1].tolist() == [1.0, 1.0, -1.0, -1.0]  # bits 1 and 2 tie (0) → the tie-breaker's bits
 
 
 # ---------------------------------------------------------------------------------------------- losses
@@ -117,7 +196,8 @@ def test_csq_loss(multi_label: bool) -> None:
     u, labels = fixed(1, multi_label)
     m = method(CSQ, labels, lamda=0.3)
     losses = m.training_step(u, batch(labels))
-    targets = label_centers(labels, m.centers.double(), m.ties.double())
+    # the reference's targets: scipy's Hadamard rows, majority with the run's fixed random 0/1 tie code
+    targets = reference_label2center(labels, reference_hadamard_targets(C, K), (m.ties + 1) / 2)
     center = quant = 0.0
     for i in range(B):
         for k in range(K):
@@ -134,7 +214,7 @@ def test_dpn_loss(multi_label: bool) -> None:
     u, labels = fixed(2, multi_label)
     m = method(DPN, labels, margin=0.8, reg=0.05)
     losses = m.training_step(u, batch(labels))
-    t = label_centers(labels, m.centers.double(), m.ties.double())
+    t = reference_label2center(labels, m.centers.double(), (m.ties + 1) / 2)  # DPN's centers are random draws
     hinge = sum(max(0.8 - float(u[i, k]) * float(t[i, k]), 0.0) for i in range(B) for k in range(K)) / (B * K)
     reg = sum(float(u[i, k]) ** 2 for i in range(B) for k in range(K)) / (B * K)
     assert val(losses["polarization"]) == pytest.approx(hinge, abs=1e-6)
@@ -301,6 +381,15 @@ def test_bihalf_supervised_loss_and_layer(multi_label: bool) -> None:
 def test_ce_baseline_loss(multi_label: bool) -> None:
     u, labels = fixed(9, multi_label)
     m = method(CE, labels)
+    losses = m.training_step(u, batch(labels))
+    rows = [linear(m.module, [float(x) for x in u[i]]) for i in range(B)]  # FIRe's ce: the raw outputs u
+    assert val(losses["ce"]) == pytest.approx(soft_ce(rows, labels), abs=1e-6)
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_ce_tanh_variant_classifies_tanh_codes(multi_label: bool) -> None:
+    u, labels = fixed(9, multi_label)
+    m = method(CETanh, labels)
     losses = m.training_step(u, batch(labels))
     rows = [linear(m.module, [math.tanh(float(x)) for x in u[i]]) for i in range(B)]
     assert val(losses["ce"]) == pytest.approx(soft_ce(rows, labels), abs=1e-6)

@@ -222,8 +222,11 @@ def test_class_num_alias_and_seed_defaults_resolve() -> None:
     args = build_parser().parse_args(["train", "--method", "hashnet", "--class-num", "5"])
     config = resolve_config(namespace_config(args))
     assert method_hparams(config)["balance_weight"] == 5.0
+    # on CIFAR-10 (the default data set) the seed's 10,000 steps of 72 are 144 epochs of 5,000 training images
     assert (config["arch"], config["hash_lr_mult"], config["lr"], config["batch_size"], config["max_iter"]) == (
-        "resnet50", 10.0, 3e-4, 72, 72)
+        "resnet50", 10.0, 3e-4, 72, 144)
+    args = build_parser().parse_args(["train", "--method", "hashnet", "--dataset", "imagenet100"])
+    assert resolve_config(namespace_config(args))["max_iter"] == 72  # 10,000 images
     config = resolve_config(namespace_config(build_parser().parse_args(["train", "--method", "dhn"])))
     assert (config["arch"], config["batch_size"], config["lr"], config["max_iter"], config["lamda"]) == (
         "alexnet", 256, 1e-5, 500, 1.0)

@@ -5,6 +5,10 @@ Every ``seed_*`` function below is an independent transcription of the loss in t
 method through its own hooks (``setup`` / ``epoch_indices`` / ``training_step``) on the same inputs and
 requires the summed loss terms — and for some, the gradient — to agree to 1e-6.
 
+Mutations that fail here: in methods/dhn.py ``DHN.loss`` pass ``codes.detach()`` as ``other_h`` (θ = ½ h h̄ᵀ,
+one operand detached) — the values stay, the gradient halves, test_dhn_loss_is_the_seeds fails on its gradient;
+in methods/ssdh.py ``h @ h.detach().t()`` fails test_ssdh_loss_is_the_seeds the same way.
+
 Seeds: TreezzZ/DPSH_PyTorch ``models/dpsh_loss.py``; TreezzZ/DHN_PyTorch ``dhn.py`` (``DHNLoss``) with the
 tanh of ``models/alexnet.py``; thuml/HashNet ``pytorch/src/loss.py`` (``pairwise_loss``) with the
 continuation of ``network.py``; IIE-MR/DIHN ``models/adsh_loss.py`` / ``models/dihn_loss.py`` with the
@@ -98,11 +102,17 @@ def test_dhn_loss_is_the_seeds(model_tanh: bool) -> None:
     method.hash_activation = "tanh" if model_tanh else "none"
     method.setup(TrainingData(num_items=6, labels=labels))
     method.memory.U, method.memory.labels = method.memory.U.double(), labels
-    u = (torch.tanh(outputs) if model_tanh else outputs).clone().requires_grad_()
+    x = outputs.clone().requires_grad_()
+    u = torch.tanh(x) if model_tanh else x
     loss = total(method.training_step(u, Batch(torch.zeros(6), labels, torch.arange(6))))
     s = (labels @ labels.t() > 0).double()
-    expected = seed_dhn(outputs, s, lamda=1.0)
+    x_seed = outputs.clone().requires_grad_()
+    expected = seed_dhn(x_seed, s, lamda=1.0)
     assert loss.item() == pytest.approx(expected.item(), abs=TOL)
+    # the gradients too: detaching one operand of θ = ½ h hᵀ (half of its gradient) keeps the value and fails here
+    (grad,) = torch.autograd.grad(loss, x)
+    (grad_seed,) = torch.autograd.grad(expected, x_seed)
+    assert torch.allclose(grad, grad_seed, atol=TOL)
 
 
 def test_dhn_lambda_weighs_only_the_quantisation() -> None:
@@ -260,11 +270,16 @@ def test_ssdh_loss_is_the_seeds(model_tanh: bool) -> None:
     method.hash_activation = "tanh" if model_tanh else "none"
     method.S = s_all
     index = torch.tensor([4, 0, 3, 1])
-    y = fixed(4, bits, seed=11, scale=1.5)
+    y = fixed(4, bits, seed=11, scale=1.5).requires_grad_()
     inputs = torch.tanh(y) if model_tanh else y
     loss = total(method.training_step(inputs, Batch(torch.zeros(4), torch.zeros(4, 1), index)))
-    expected = seed_ssdh(torch.tanh(y), s_all[index][:, index].double(), bits)
+    y_seed = y.detach().clone().requires_grad_()
+    expected = seed_ssdh(torch.tanh(y_seed), s_all[index][:, index].double(), bits)
     assert loss.item() == pytest.approx(expected.item(), abs=TOL)
+    # the gradients too: detaching one operand of v vᵀ keeps the value and fails here
+    (grad,) = torch.autograd.grad(loss, y)
+    (grad_seed,) = torch.autograd.grad(expected, y_seed)
+    assert torch.allclose(grad, grad_seed, atol=TOL)
 
 
 # ---------------------------------------------------------------- learning rate per epoch / step

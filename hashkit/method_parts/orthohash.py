@@ -6,8 +6,9 @@ methods/orthoarc.py).
 Scheme (paper §3, the loss in Sec. 3.2; the authors' code in CISiPLab/cisip-FIRe read for facts):
 v = BN(W x), the hash layer without bias followed by an affine batch-norm over the bits — the model's ``bn``
 head (hashkit.heads), as FIRe builds it, so v is the network's output and the codes are sign(BN_eval(W x))
-of the saved model; z_c = cos(v, C_c) against the fixed class code C_c (Hadamard rows here,
-hashkit.method_parts.centers; the paper's codes are orthogonal ±1 vectors); loss = softmax cross-entropy of
+of the saved model; z_c = cos(v, C_c) against the fixed class code C_c (``--centers``, hashkit.method_parts.centers: under the seed
+recipe FIRe's ``cent_init`` — OrthoCos "M", random codes at a minimum mutual distance, OrthoArc "B", independent
+random bits; Hadamard rows by default and under the CPU recipe, where they were measured); loss = softmax cross-entropy of
 s·margin(z) (cosine or angular margin), multi-label items against their labels normalised to sum 1 (the
 authors' "label smoothing" multi-label loss); optional quantisation term q·mean(1 − cos(v, sign v)) (q = 0 by
 default, as in the authors' configs). The paper's equation numbers were not verified against its text, so the
@@ -23,9 +24,10 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from hashkit.method_parts.centers import class_centers
-from hashkit.method_parts.reference_recipes import FIRE_SEED
+from hashkit.method_parts.centers import CENTER_KINDS, class_centers
+from hashkit.method_parts.reference_recipes import FIRE_SEED, FIRE_SEED_CIFAR10
 from hashkit.method_parts.classification import check_labels, cosine_logits, soft_cross_entropy
+from hashkit.errors import HashkitError
 from hashkit.method import Batch, HashingMethod, Hyper, TrainingData
 from hashkit.model import binarize
 
@@ -33,7 +35,8 @@ ORTHOHASH_PAPER = (
     "Hoe, Ng, Chan, Chan, Chen, Gan. One Loss for All: Deep Hashing with a Single Cosine Similarity based "
     "Learning Objective. NeurIPS 2021"
 )
-ORTHOHASH_SEED: dict[str, Any] = dict(FIRE_SEED)  # the authors' templates keep FIRe's defaults
+ORTHOHASH_SEED: dict[str, Any] = dict(FIRE_SEED)  # the authors' templates keep FIRe's defaults (head: bn, the method's)
+ORTHOHASH_SEED_CIFAR10: dict[str, Any] = dict(FIRE_SEED_CIFAR10)
 
 
 def orthohash_loss(margin_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -61,7 +64,10 @@ class OrthoHashMethod(HashingMethod):
 
     def setup(self, data: TrainingData) -> None:
         labels = check_labels(self.name, data.labels, single_label=False)
-        self.centers = class_centers(int(labels.shape[1]), self.code_length, "hadamard").to(self.device)
+        kind = str(self.hparams.get("centers", "hadamard"))
+        if kind not in CENTER_KINDS:
+            raise HashkitError(f"--centers {kind!r} is unknown; valid: {', '.join(CENTER_KINDS)}")
+        self.centers = class_centers(int(labels.shape[1]), self.code_length, kind).to(self.device)
 
     @abc.abstractmethod
     def margin_logits(self, cos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -90,4 +96,9 @@ def orthohash_hyper(s: float, m: float) -> dict[str, Hyper]:
         "s": Hyper(s, "scale s of the cosine logits (the paper's scaled cosine similarity)"),
         "m": Hyper(m, "margin m subtracted from the true class's cosine (orthocos) or added to its angle (orthoarc)"),
         "quan": Hyper(0.0, "weight of the quantisation term 1 − cos(v, sign v) (0 = off, as the authors)"),
+        "centers": Hyper(
+            "hadamard", "the fixed class codes: hadamard (rows of a Hadamard matrix; the CPU recipe's, measured), "
+            "min_distance (FIRe's cent_init M, OrthoCos's seed), iid (FIRe's cent_init B, OrthoArc's seed) or "
+            "bernoulli (balanced random codes)", str,
+        ),
     }

@@ -1,19 +1,41 @@
 """The reference codes' training recipes that several methods share, as data (hashkit.recipes).
 
 Each is a flat mapping of config keys, the values the reference repository's training script uses; a
-method's ``recipes["seed"]`` starts from one and adds its own.
+method's ``recipes["seed"]`` starts from one and adds its own. The references train CIFAR-10 (32 × 32 images
+upsampled) differently from their photo data sets, so each comes in two tables: ``*_SEED`` for ImageNet-100
+and the other photo data sets (a method's ``recipes["seed"]``) and ``*_SEED_CIFAR10`` on top of it on CIFAR-10
+(``recipes["seed@cifar10"]``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-# The training recipe of CISiPLab's FIRe (train.py defaults), the public code of OrthoHash, JMLH, SDH-C,
-# BiHalf (supervised) and the cross-entropy baseline: AlexNet, Adam lr 1e-4 on the hash part and 0.1 × on
-# the backbone, weight decay 5e-4, batch 64, 100 epochs, lr × 0.1 after 80 % of them; random crops and flips
-# for training, resize 256 + center crop 224 for testing (the nearest of hashkit's transform recipes).
+# CISiPLab/cisip-FIRe, the public code of OrthoHash, JMLH, SDH-C, BiHalf (supervised) and the cross-entropy
+# baseline. train.py's defaults: AlexNet (--backbone), Adam (--optim) lr 1e-4 on the hash part and
+# --backbone-lr-scale 0.1 × on the backbone, weight decay 5e-4 (--wd), batch 64 (--bs), 100 epochs, StepLR × 0.1
+# (--lr-decay-rate) every max(1, int(epochs × 0.8)) epochs (--step-size 0.8, relative: it follows --max-iter);
+# models/backbone/alexnet.py keeps every dropout in eval mode while training; ImageNet-100 (utils/augmentations.py
+# get_train_transform, configs.py compose_transform): RandomResizedCrop(224) + flip for training, Resize((256,
+# 256)) + CenterCrop(224) for testing.
 FIRE_SEED: dict[str, Any] = {
     "arch": "alexnet", "optimizer": "adam", "lr": 1e-5, "hash_lr_mult": 10.0, "weight_decay": 5e-4,
-    "batch_size": 64, "max_iter": 100, "lr_schedule": "step", "lr_step_size": 80, "lr_gamma": 0.1,
-    "lr_interval": "epoch", "train_transform": "resized_crop_flip", "test_transform": "center_crop",
+    "batch_size": 64, "max_iter": 100, "lr_schedule": "step", "lr_step_fraction": 0.8, "lr_gamma": 0.1,
+    "lr_interval": "epoch", "backbone_dropout": False,
+    "train_transform": "resized_crop_flip", "test_transform": "resize256x256_centercrop224",
 }  # fmt: skip
+# FIRe on CIFAR-10 (configs.py dataset(): imagesize = cropsize = 224): Resize((224, 224)) + RandomHorizontalFlip +
+# ColorJitter(brightness=0.05, contrast=0.05) for training, Resize((224, 224)) for testing.
+FIRE_SEED_CIFAR10: dict[str, Any] = {"train_transform": "resize_flip_jitter", "test_transform": "resize"}
+# FIRe's train.py --hash-bias defaults to off: the hash layer of its ce/orthohash architectures has no bias
+# (models/architectures/helper.py get_hash_fc_with_normalizations(bias=False)); JMLH's own architecture keeps one.
+FIRE_HEAD_WITHOUT_BIAS: dict[str, Any] = {"hash_head": "no_bias"}
+
+# swuxyj/DeepHash-pytorch, the reference code of CSQ, DPN and GreedyHash here. utils/tools.py: CIFAR-10
+# (cifar_dataset) trains and tests on Resize(224) alone, no augmentation; the other data sets (image_transform)
+# train on Resize(256) + RandomHorizontalFlip + RandomCrop(224) and test on Resize(256) + CenterCrop(224).
+# network.py's AlexNet keeps torchvision's dropout in fc6/fc7 active (backbone_dropout's default).
+DEEPHASH_PYTORCH_SEED: dict[str, Any] = {
+    "train_transform": "resize256_randomcrop224_flip", "test_transform": "resize256_centercrop224",
+}  # fmt: skip
+DEEPHASH_PYTORCH_SEED_CIFAR10: dict[str, Any] = {"train_transform": "resize", "test_transform": "resize"}
