@@ -1,9 +1,9 @@
-"""The documentation's generated parts: CLI reference, method pages and result tables, from the code and data.
+"""The documentation's generated parts: method pages and tables, from the registry and the result cells.
 
 Two ways in:
 
-* an mkdocs hook (``mkdocs.yml`` ``hooks:``): :func:`on_page_markdown` replaces ``<!-- generated: … -->``
-  placeholders at build time (CLI reference and method pages: they follow the code, so they cannot drift);
+* the mkdocs hook :mod:`hashkit.cli_docs` fills ``<!-- generated: … -->`` placeholders at build time (CLI
+  reference and method pages: they follow the code, so they cannot drift);
 * committed blocks (``<!-- report: FOLDER [--metric M] -->`` … ``<!-- /report -->`` in docs/results.md and
   ``<!-- generated: methods-table -->`` … ``<!-- /generated -->`` in README.md): ``python -m hashkit.docs_gen``
   rewrites them from ``results/``; ``tests/test_docs.py`` fails when the committed text differs.
@@ -12,14 +12,12 @@ Two ways in:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import inspect
-import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from hashkit.catalogue import FAMILIES, MethodInfo, all_methods, family_title
 from hashkit.registry import METHODS
@@ -27,51 +25,8 @@ from hashkit.registry import METHODS
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
 MAIN_TABLE = "cifar10-cpu"  # the folder of the headline CPU cells (one per method × bits)
-HELP_WIDTH = "100"  # columns argparse wraps help text to in the generated reference
-PLACEHOLDER = re.compile(r"<!-- generated: ([a-z-]+)(?: ([a-z-]+))? -->")
 REPORT_BLOCK = re.compile(r"(<!-- report: (\S+)((?: --metric \S+)?) -->\n)(.*?)(<!-- /report -->)", re.S)
 README_BLOCK = re.compile(r"(<!-- generated: methods-table -->\n)(.*?)(<!-- /generated -->)", re.S)
-
-
-@contextlib.contextmanager
-def help_width() -> Iterator[None]:
-    """Fixed help width, so the generated text does not depend on the terminal."""
-    saved = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = HELP_WIDTH
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("COLUMNS", None)
-        else:
-            os.environ["COLUMNS"] = saved
-
-
-def command_help(argv: list[str]) -> str:
-    """What ``hashkit ARGV --help`` prints (e.g. ``["train", "--method", "jmlh"]``)."""
-    from hashkit.cli import build_parser
-
-    with help_width():
-        parser = build_parser(argv + ["--help"])
-        command = parser._subparsers._group_actions[0].choices[argv[0]]  # type: ignore[union-attr]
-        return command.format_help()
-
-
-def cli_reference() -> str:
-    """Every subcommand's ``--help``, as the CLI prints it."""
-    from hashkit.cli import build_parser
-    from hashkit.commands import COMMANDS
-
-    with help_width():
-        top = build_parser().format_help()
-    parts = ["## hashkit", "", "```text", top.rstrip(), "```", ""]
-    for name in COMMANDS:
-        parts += [f"## hashkit {name}", "", "```text", command_help([name]).rstrip(), "```", ""]
-    parts += [
-        "Each method's own flags and its recipe defaults: `hashkit train --method NAME --help` "
-        "and the [method pages](methods/index.md).", "",
-    ]
-    return "\n".join(parts)
 
 
 def best_figures(folder: Path | None = None) -> dict[str, dict[int, float]]:
@@ -105,8 +60,7 @@ def docstring_markdown(method: str) -> str:
 
 def recipe_rows(method: str) -> list[tuple[str, str, str]]:
     """(flag, seed value, cpu value) for every key either recipe sets for ``method``."""
-    from hashkit.commands.common import flag_name
-    from hashkit.config import recipe_values, resolve_config
+    from hashkit.config import flag_name, recipe_values, resolve_config
 
     keys = set(recipe_values(method, "seed")) | set(recipe_values(method, "cpu"))
     seed = resolve_config({"method": method, "recipe": "seed"})
@@ -116,7 +70,7 @@ def recipe_rows(method: str) -> list[tuple[str, str, str]]:
 
 def method_section(info: MethodInfo, figures: dict[str, dict[int, float]]) -> str:
     """One method's part of its family page: paper, reference code, loss, hyper-parameters, recipes, figures."""
-    from hashkit.commands.common import flag_name
+    from hashkit.config import flag_name
 
     method_cls = METHODS.get(info.name)
     lines = [f"## `{info.name}`", "", f"**Paper**: {info.paper}  ", "**Reference code**: " + _repos(info.reference_code) + "  "]
@@ -190,22 +144,6 @@ def refresh_reports(text: str) -> str:
 def refresh_readme(text: str) -> str:
     """README.md with its method table regenerated."""
     return README_BLOCK.sub(lambda m: m.group(1) + methods_table() + m.group(3), text)
-
-
-def on_page_markdown(markdown: str, page: Any = None, config: Any = None, files: Any = None) -> str:
-    """mkdocs hook: fill the ``<!-- generated: … -->`` placeholders of a page."""
-
-    def replace(match: re.Match) -> str:
-        what, argument = match.group(1), match.group(2)
-        if what == "cli":
-            return cli_reference()
-        if what == "family" and argument in FAMILIES:
-            return family_page(argument)
-        if what == "methods-table":
-            return methods_table(link_prefix="")
-        raise ValueError(f"unknown placeholder {match.group(0)} in {getattr(page, 'file', page)}")
-
-    return PLACEHOLDER.sub(replace, markdown)
 
 
 def _value(value: Any) -> str:
