@@ -72,7 +72,7 @@ def on_page_markdown(markdown: str, page: Any = None, config: Any = None, files:
         if what == "family" and argument in FAMILIES:
             return family_page(argument)
         if what == "methods-table":
-            return methods_table(link_prefix="methods/")
+            return methods_table(link_prefix="" if argument == "local" else "methods/")
         raise ValueError(f"unknown placeholder {match.group(0)} in {getattr(page, 'file', page)}")
 
     return PLACEHOLDER.sub(replace, markdown)
