@@ -227,7 +227,7 @@ def collect(root: str | Path, metric: str = "map") -> tuple[list[Run], list[Prob
             Problem(folder, "no result.json", f"failed before training, or still starting: {_last_line(folder / LOG_NAME)}")
         )
     for path in results:
-        where = path.parent
+        where = path if path in cells else path.parent  # a cell is its own file, a run its folder
         result, why = read_result(path)
         if result is None:
             problems.append(Problem(path, "unreadable", why or ""))
