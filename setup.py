@@ -47,6 +47,6 @@ setup(
         "python-multipart>=0.0.9",
         "jinja2>=3.1",
     ],
-    extras_require={"faiss": ["faiss-cpu>=1.8"], "test": ["pytest>=8.0", "httpx>=0.27", "selenium>=4.20"]},
+    extras_require={"faiss": ["faiss-cpu>=1.8"], "test": ["pytest>=8.0", "httpx>=0.27", "selenium>=4.20", "mkdocs==1.6.1", "mkdocs-material==9.8.2"]},
     entry_points={"console_scripts": ["hashkit=hashkit.cli:main"]},
 )

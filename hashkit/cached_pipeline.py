@@ -5,7 +5,7 @@ hashkit.feature_cache) and fine-tunes STAGE… plus the hash layer on the cached
 ``--freeze-backbone`` caches the pooled features and trains only the hash layer. :class:`CachedPipeline`
 is the second implementation of :class:`hashkit.pipeline.InputPipeline` (beside ``ImagePipeline``), so
 the Trainer, evaluation, ``hashkit evaluate`` and every method run unchanged. ``--recipe cpu`` is the measured preset for a 2-core CPU
-(see :data:`hashkit.recipes.CPU_RECIPE` and the README's "The CPU recipe and results").
+(see :data:`hashkit.recipes.CPU_RECIPE` and docs/cpu-recipe.md).
 """
 
 from __future__ import annotations

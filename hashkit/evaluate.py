@@ -121,7 +121,7 @@ __all__ = [
 ]
 
 METRIC_NAMES: tuple[str, ...] = ("map", "precision_radius", "pr_curve", "precision_at")
-DEFAULT_NS: tuple[int, ...] = (100, 500, 1000)
+DEFAULT_NS: tuple[int, ...] = tuple(range(100, 1001, 100))  # a curve, as papers draw P@N
 
 # Backend used when the device is the CPU: "auto" (the compiled kernel of hashkit.hamming.kernel when it
 # loads, else "numpy"), "kernel" (the compiled kernel; an error when it cannot load), "numpy"
@@ -660,7 +660,7 @@ def evaluate_codes(
 
     Keys (only the requested ones): ``map`` (float, mAP@topk), ``precision_radius``
     ({"radius", "precision", "recall"}), ``pr_curve`` ({"precision": [...], "recall": [...]} over
-    radii 0..bits) and ``precision_at`` ({"100": ..., ...} for N in ``ns``, default 100/500/1000).
+    radii 0..bits) and ``precision_at`` ({"100": ..., ...} for N in ``ns``, default 100, 200, …, 1000).
     ``metrics`` is a list of names from METRIC_NAMES or a comma-separated string.
     """
     names = _metric_list(metrics)

@@ -26,7 +26,11 @@ from typing import Any, Iterable
 from hashkit.config import keys_of_kind
 from hashkit.errors import HashkitError
 
-METRICS = ("map", "best_map")
+METRICS = ("map", "best_map", "wall_min")
+DIGITS = {"map": 4, "best_map": 4, "wall_min": 1}  # decimals a cell shows
+# A committed result cell (results/<table>/<method>-<bits>.json): one measured number with its provenance,
+# for results whose run folders are not kept (docs/results.md is generated from them).
+CELL_KIND = "hashkit-result-cell"
 # Settings that define the retrieval protocol and the backbone (the "protocol" kind of hashkit.config, less
 # the keys that index the table): differences are shown as columns.
 PROTOCOL_KEYS = ("arch", "pretrained", "image_size", "topk", "num_query", "num_train", "num_database")
@@ -84,11 +88,11 @@ class Cell:
         """Sample standard deviation over seeds (ddof=1); None for a single run."""
         return statistics.stdev(self.values) if len(self.values) > 1 else None
 
-    def text(self) -> str:
+    def text(self, digits: int = 4) -> str:
         """'0.7012 ± 0.0031 (3)' for several runs, '0.7012' for one."""
         if self.n == 1:
-            return f"{self.mean:.4f}"
-        return f"{self.mean:.4f} ± {self.std:.4f} ({self.n})"
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f} ({self.n})"
 
 
 @dataclass
@@ -113,7 +117,7 @@ class Table:
     notes: list[str]
 
 
-def find_results(root: str | Path) -> tuple[list[Path], list[Path]]:
+def find_results(root: str | Path, allow_empty: bool = False) -> tuple[list[Path], list[Path]]:
     """(every result.json under ``root``, recursively and sorted; the run folders that have only a train.log).
 
     ``root`` may also be one result.json. A folder with scripts/sweep.sh's train.log but no result.json is a
@@ -126,13 +130,42 @@ def find_results(root: str | Path) -> tuple[list[Path], list[Path]]:
         raise HashkitError(f"{root} does not exist; pass the folder your runs were written to (e.g. runs/)")
     found = sorted(root.rglob("result.json"))
     orphans = sorted(log.parent for log in root.rglob(LOG_NAME) if not (log.parent / "result.json").exists())
-    if not found and not orphans:
+    if not found and not orphans and not allow_empty:
         raise HashkitError(f"no result.json under {root}; pass the folder that holds the run folders of hashkit train")
     return found, orphans
 
 
+def find_cells(root: str | Path) -> list[Path]:
+    """Every committed result cell under ``root`` (JSON files other than result.json marked ``CELL_KIND``)."""
+    root = Path(root)
+    candidates = [root] if root.is_file() else sorted(root.rglob("*.json")) if root.is_dir() else []
+    return [path for path in candidates if path.name != "result.json" and _is_cell(path)]
+
+
+def _is_cell(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return CELL_KIND in handle.read(4096)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def cell_as_result(cell: dict[str, Any]) -> dict[str, Any]:
+    """A result cell in the shape of a result.json, so cells and runs are tabulated by the same code."""
+    protocol = cell.get("protocol") or {}
+    config = {
+        "method": cell.get("method"), "dataset": cell.get("dataset"), "code_length": cell.get("bits"),
+        "seed": cell.get("seed"), "recipe": cell.get("recipe"),
+        **{k: protocol.get(k) for k in ("arch", "pretrained", "image_size")},
+        **(cell.get("settings") or {}),
+    }
+    metrics = {k: protocol.get(k) for k in ("topk", "num_query", "num_train", "num_database")}
+    times = cell.get("times") or {}
+    return {"config": config, "metrics": metrics, "status": "finished", "map": cell.get("map"), "wall_min": times.get("wall_min")}
+
+
 def read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(result dict, None) or (None, why it cannot be used)."""
+    """(result dict, None) or (None, why it cannot be used); a result cell is read as a result."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -141,6 +174,8 @@ def read_result(path: Path) -> tuple[dict[str, Any] | None, str | None]:
         result = json.loads(text)
     except ValueError as exc:
         return None, f"not valid JSON ({exc}); the run was probably killed mid-write or the file was edited"
+    if isinstance(result, dict) and result.get("kind") == CELL_KIND:
+        result = cell_as_result(result)
     if not isinstance(result, dict) or not isinstance(result.get("config"), dict):
         return None, "not a hashkit result.json (no 'config' object)"
     missing = [k for k in ("method", "dataset", "code_length") if k not in result["config"]]
@@ -184,13 +219,15 @@ def collect(root: str | Path, metric: str = "map") -> tuple[list[Run], list[Prob
         raise HashkitError(f"--metric {metric!r} is unknown; valid: {', '.join(METRICS)}")
     runs: list[Run] = []
     problems: list[Problem] = []
-    results, orphans = find_results(root)
+    cells = find_cells(root)
+    results, orphans = find_results(root, allow_empty=bool(cells))
+    results = sorted({*results, *cells})
     for folder in orphans:
         problems.append(
             Problem(folder, "no result.json", f"failed before training, or still starting: {_last_line(folder / LOG_NAME)}")
         )
     for path in results:
-        where = path.parent
+        where = path if path in cells else path.parent  # a cell is its own file, a run its folder
         result, why = read_result(path)
         if result is None:
             problems.append(Problem(path, "unreadable", why or ""))
@@ -199,7 +236,9 @@ def collect(root: str | Path, metric: str = "map") -> tuple[list[Run], list[Prob
         if status != "finished":
             problems.append(Problem(where, status, _unfinished_reason(result, status)))
             continue
-        value = result.get(metric)
+        value = result.get(metric) if metric != "wall_min" else _wall_minutes(result)
+        if path in cells and not _is_number(value):
+            continue  # a cell measures what it measures (e.g. no time): nothing is missing
         if not _is_number(value):
             unlabelled = (result.get("dataset") or {}).get("num_classes") == 0
             why = "trained on unlabelled data: no ground truth, no mAP" if unlabelled else (
@@ -273,6 +312,16 @@ def tabulate(runs: Iterable[Run], problems: Iterable[Problem] = (), metric: str 
     return Table(metric, ordered, bits, constant, varying, list(problems), notes)
 
 
+def _wall_minutes(result: dict[str, Any]) -> float | None:
+    """A result's wall time in minutes: a cell's ``wall_min``, else the sum of a run's ``timings``."""
+    if _is_number(result.get("wall_min")):
+        return float(result["wall_min"])
+    timings = result.get("timings")
+    if isinstance(timings, dict) and timings and all(_is_number(v) for v in timings.values()):
+        return sum(timings.values()) / 60
+    return None
+
+
 def render_markdown(table: Table) -> str:
     """The table as a Markdown document: caption, table, then everything that is not in it."""
     lines = [caption(table), ""]
@@ -287,7 +336,7 @@ def render_markdown(table: Table) -> str:
             cells = [row.method, row.dataset] + [_fmt(row.settings.get(k)) for k in table.varying]
             if show_setting:
                 cells.append(_setting_text(row.shown) or "–")
-            cells += [row.cells[b].text() if b in row.cells else "–" for b in table.bits]
+            cells += [row.cells[b].text(DIGITS[table.metric]) if b in row.cells else "–" for b in table.bits]
             lines.append("| " + " | ".join(cells) + " |")
     else:
         lines.append("(no finished runs)")
@@ -331,7 +380,7 @@ def render_json(table: Table) -> str:
                 "setting": row.shown,
                 "cells": {
                     str(length): {
-                        "mean": cell.mean, "std": cell.std, "n": cell.n, "text": cell.text(),
+                        "mean": cell.mean, "std": cell.std, "n": cell.n, "text": cell.text(DIGITS[table.metric]),
                         "seeds": cell.seeds, "runs": [str(p) for p in cell.paths],
                     }
                     for length, cell in sorted(row.cells.items())
@@ -347,7 +396,10 @@ def render_json(table: Table) -> str:
 
 def caption(table: Table) -> str:
     """'mAP, mean ± std over seeds (n runs). Shared by all rows: …' — the settings every row has in common."""
-    name = {"map": "mAP", "best_map": "best mAP during training (picked on the queries: optimistic)"}[table.metric]
+    name = {
+        "map": "mAP", "best_map": "best mAP during training (picked on the queries: optimistic)",
+        "wall_min": "wall time per run in minutes (host and load differ: see each cell's file)",
+    }[table.metric]
     text = f"{name}: mean ± sample std over seeds (n runs); a single run shows its value alone."
     shared = dict(table.constant)
     parts = []

@@ -13,7 +13,7 @@ a fixed pseudo-random order of their positions (:func:`scramble`, a bijective mu
 insertion order: collections are usually encoded in file-name order, i.e. class by class, and insertion
 order then puts the stray items of the classes stored first at the top of every tie group (measured on
 the CIFAR-10 database with a 32-bit OrthoCos model, where a median of 3,401 items share the query's code:
-P@10 0.27 in insertion order; README "Web page" has the figures). The order is deterministic (the same
+P@10 0.27 in insertion order; docs/web.md has the figures). The order is deterministic (the same
 index gives the same answer), independent of the query, and any order inside a group of identical codes
 is as defensible as another; this one is not correlated with how the files were named.
 

@@ -208,7 +208,10 @@ def test_hashnet_alpha_default_is_ten_over_bits_and_loss_is_stable() -> None:
 
 def test_train_help_lists_dhn_and_hashnet_flags() -> None:
     exe = str(Path(sys.executable).parent / "hashkit")
-    out = subprocess.run([exe, "train", "--help"], check=True, capture_output=True, text=True).stdout
+    out = " ".join(
+        subprocess.run([exe, "train", "--method", method, "--help"], check=True, capture_output=True, text=True).stdout
+        for method in ("dhn", "hashnet")
+    )
     for flag in ("--lamda", "--balance-weight", "--class-num", "--adaptive-weights", "--sigmoid-alpha",
                  "--beta-init", "--beta-step", "--beta-gamma", "--beta-power", "dhn", "hashnet"):
         assert flag in out, flag

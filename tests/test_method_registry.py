@@ -256,16 +256,21 @@ def check_encodes_and_searches(method: str, tmp_path: Path, capsys: pytest.Captu
 
 
 def check_help_documents_hyperparameters(method: str, capsys: pytest.CaptureFixture) -> None:
-    """``hashkit train --help`` names the method and documents each of its hyper-parameters with its default."""
+    """``hashkit train --method M --help`` names the method's paper and documents each of its hyper-parameters
+    with its default; ``hashkit train --help`` lists the method."""
     with pytest.raises(SystemExit) as exit_info:
         cli(["train", "--help"])
     assert exit_info.value.code == 0
+    assert method in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["train", "--method", method, "--help"])
+    assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert method in text
+    assert " ".join(METHODS.get(method).paper.split()) in text
     for name, spec in METHODS.get(method).hyperparameters.items():
         flag = "--" + name.replace("_", "-")
-        assert flag in text, f"{flag} of {method} is not in hashkit train --help"
-        assert f"{method} {spec.default}" in text, f"{flag}'s default for {method} is not in --help"
+        assert flag in text, f"{flag} of {method} is not in hashkit train --method {method} --help"
+        assert f"(default: {spec.default})" in text, f"{flag}'s default for {method} is not in --help"
 
 
 def check_two_processes_match_one(method: str, tmp_path: Path) -> None:

@@ -95,7 +95,7 @@ def test_cli_entry_points_show_help(entry: list[str]) -> None:
     for command in (["--help"], ["train", "--help"], ["evaluate", "--help"]):
         out = subprocess.run(entry + command, check=True, capture_output=True, text=True).stdout
         assert "usage: hashkit" in out
-    out = subprocess.run(entry + ["train", "--help"], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(entry + ["train", "--method", "dpsh", "--help"], check=True, capture_output=True, text=True).stdout
     for flag in ("--method", "--code-length", "--eta", "--gpu", "--seed", "--root", "--num-database", "--image-size"):
         assert flag in out
 

@@ -252,6 +252,18 @@ def test_upload_size_limit(setup: dict) -> None:
     assert response.status_code == 413
 
 
+def test_favicon_and_no_query_card_before_a_search(setup: dict) -> None:
+    client = setup["client"]
+    page = client.get("/").text
+    assert '<link rel="icon" href="/static/favicon.svg"' in page
+    for path in ("/static/favicon.svg", "/favicon.ico"):
+        icon = client.get(path)
+        assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml") and b"<svg" in icon.content
+    # The query card (and its image without a src) is hidden until the first search, and CSS cannot override it.
+    assert '<section id="query" class="query" hidden' in page
+    assert "[hidden] { display: none !important; }" in client.get("/static/style.css").text
+
+
 def test_runs_page_and_curves(setup: dict) -> None:
     client = setup["client"]
     page = client.get("/runs")

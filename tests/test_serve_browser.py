@@ -125,6 +125,9 @@ def test_search_page_in_a_browser(site: dict) -> None:
     driver, server, shots = site["driver"], site["server"], site["shots"]
     driver.get(server.url)
     assert "hashkit" in driver.title
+    # Before any search: no query card, hence no image without a picture.
+    assert not driver.find_element("id", "query").is_displayed()
+    assert not any(img.is_displayed() for img in driver.find_elements("css selector", "img"))
     driver.save_screenshot(str(shots / "0-empty.png"))
 
     # 1. upload an image that is in the index → itself first at distance 0, k results, distances non-decreasing

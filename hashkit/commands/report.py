@@ -13,7 +13,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "report",
         help="tabulate the results of many runs (methods × code lengths, mean ± std over seeds)",
         formatter_class=HelpFormatter,
-        description="Collect every result.json under FOLDER (recursively) into one table: rows method × dataset,\n"
+        description="Collect every result.json (and committed result cell, results/*/*.json) under FOLDER (recursively) into one table: rows method × dataset,\n"
         "columns code lengths, cells 'mean ± std (n)' over seeds. Runs are averaged together only when their\n"
         "settings match (topk, split sizes, backbone, training flags); settings shared by all rows go in the\n"
         "caption, differing ones become columns. Failed, unfinished and unreadable runs are listed below the\n"
@@ -22,8 +22,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("folder", metavar="FOLDER", help="folder holding run folders (e.g. runs/), or one result.json")
     parser.add_argument("--format", default="markdown", choices=("markdown", "csv", "json"), help="output format")
     parser.add_argument(
-        "--metric", default="map", choices=("map", "best_map"),
-        help="map: after the last epoch; best_map: best evaluation during training (picked on the queries, optimistic)",
+        "--metric", default="map", choices=("map", "best_map", "wall_min"),
+        help="map: after the last epoch; best_map: best evaluation during training (picked on the queries, "
+        "optimistic); wall_min: wall time per run in minutes",
     )
     return parser
 

@@ -1,0 +1,183 @@
+"""The documentation's generated parts: method pages and tables, from the registry and the result cells.
+
+Two ways in:
+
+* the mkdocs hook :mod:`hashkit.cli_docs` fills ``<!-- generated: … -->`` placeholders at build time (CLI
+  reference and method pages: they follow the code, so they cannot drift);
+* committed blocks (``<!-- report: FOLDER [--metric M] -->`` … ``<!-- /report -->`` in docs/results.md and
+  ``<!-- generated: methods-table -->`` … ``<!-- /generated -->`` in README.md): ``python -m hashkit.docs_gen``
+  rewrites them from ``results/``; ``tests/test_docs.py`` fails when the committed text differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from hashkit.catalogue import FAMILIES, MethodInfo, all_methods, family_title
+from hashkit.registry import METHODS
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "results"
+MAIN_TABLE = "cifar10-cpu"  # the folder of the headline CPU cells (one per method × bits)
+REPORT_BLOCK = re.compile(r"(<!-- report: (\S+)((?: --metric \S+)?) -->\n)(.*?)(<!-- /report -->)", re.S)
+README_BLOCK = re.compile(r"(<!-- generated: methods-table -->\n)(.*?)(<!-- /generated -->)", re.S)
+
+
+def best_figures(folder: Path | None = None) -> dict[str, dict[int, float]]:
+    """{method: {bits: mAP}} of the committed headline cells (empty when results/ is not shipped)."""
+    from hashkit.report import collect
+
+    folder = folder or RESULTS / MAIN_TABLE
+    if not folder.is_dir():
+        return {}
+    runs, _ = collect(folder)
+    figures: dict[str, dict[int, float]] = {}
+    for run in runs:
+        figures.setdefault(run.method, {})[run.code_length] = run.value
+    return figures
+
+
+def best_text(figures: dict[int, float]) -> str:
+    """'0.7816 (32 bits)': the highest figure a method has, with its code length."""
+    if not figures:
+        return "–"
+    bits, value = max(figures.items(), key=lambda item: (item[1], -item[0]))
+    return f"{value:.4f} ({bits} bits)"
+
+
+def docstring_markdown(method: str) -> str:
+    """The method module's docstring as Markdown (reST ``literals`` become `code`)."""
+    module = importlib.import_module(METHODS.get(method).__module__)
+    text = inspect.cleandoc(module.__doc__ or "")
+    return text.replace("``", "`")
+
+
+def recipe_rows(method: str) -> list[tuple[str, str, str]]:
+    """(flag, seed value, cpu value) for every key either recipe sets for ``method``."""
+    from hashkit.config import flag_name, recipe_values, resolve_config
+
+    keys = set(recipe_values(method, "seed")) | set(recipe_values(method, "cpu"))
+    seed = resolve_config({"method": method, "recipe": "seed"})
+    cpu = resolve_config({"method": method, "recipe": "cpu"})
+    return [(flag_name(key), _value(seed.get(key)), _value(cpu.get(key))) for key in sorted(keys)]
+
+
+def method_section(info: MethodInfo, figures: dict[str, dict[int, float]]) -> str:
+    """One method's part of its family page: paper, reference code, loss, hyper-parameters, recipes, figures."""
+    from hashkit.config import flag_name
+
+    method_cls = METHODS.get(info.name)
+    lines = [f"## `{info.name}`", "", f"**Paper**: {info.paper}  ", "**Reference code**: " + _repos(info.reference_code) + "  "]
+    lines += [
+        f"**Supervision**: {'supervised' if info.supervised else 'unsupervised'}; "
+        f"**torchrun**: {'yes' if method_cls.supports_distributed else 'no (one process)'}"
+        + (f"; **starts from**: `{method_cls.starts_from}` (`--from`)" if method_cls.starts_from else ""),
+        "",
+    ]
+    lines += [docstring_markdown(info.name), ""]
+    if method_cls.hyperparameters:
+        lines += ["**Hyper-parameters**", "", "| flag | default | meaning |", "|---|---|---|"]
+        for key, spec in method_cls.hyperparameters.items():
+            names = ", ".join(f"`{flag_name(n)}`" for n in (key, *spec.aliases))
+            lines.append(f"| {names} | `{spec.default}` | {_cell(spec.help)} |")
+        lines.append("")
+    lines += ["**Recipes** (`--recipe seed`, the default, and `--recipe cpu`; flags you give win)", "",
+              "| flag | seed | cpu |", "|---|---|---|"]
+    lines += [f"| `{flag}` | {seed} | {cpu} |" for flag, seed, cpu in recipe_rows(info.name)]
+    mine = figures.get(info.name, {})
+    cells = ", ".join(f"{bits} bits {value:.4f}" for bits, value in sorted(mine.items())) or "not measured yet"
+    lines += ["", f"**Measured** (CPU recipe, CIFAR-10, mAP@ALL; [results](../results.md)): {cells}.", ""]
+    return "\n".join(lines)
+
+
+def family_page(family: str) -> str:
+    """The generated body of docs/methods/<family>.md."""
+    figures = best_figures()
+    members = [info for info in all_methods() if info.family == family]
+    parts = [FAMILIES[family].summary, ""]
+    parts += [method_section(info, figures) for info in members]
+    return "\n".join(parts)
+
+
+def methods_table(link_prefix: str = "docs/methods/") -> str:
+    """The table of every method: name, family, paper, reference code, best measured CPU figure."""
+    figures = best_figures()
+    lines = [
+        "| method | family | supervision | paper | reference code | best CPU mAP@ALL |",
+        "|---|---|---|---|---|---|",
+    ]
+    for info in all_methods():
+        family = family_title(info.family)
+        lines.append(
+            f"| [`{info.name}`]({link_prefix}{info.family}.md) | {family} | "
+            f"{'supervised' if info.supervised else 'unsupervised'} | {_cell(info.paper)} | "
+            f"{_repos(info.reference_code)} | {best_text(figures.get(info.name, {}))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def report_table(folder: str, metric: str = "map") -> str:
+    """What ``hashkit report FOLDER --metric METRIC`` prints (Markdown)."""
+    from hashkit.report import collect, render_markdown, tabulate
+
+    runs, problems = collect(REPO / folder, metric)
+    text = render_markdown(tabulate(runs, problems, metric))
+    return text.replace(str(REPO) + "/", "")
+
+
+def refresh_reports(text: str) -> str:
+    """``text`` with every ``<!-- report: … -->`` block regenerated."""
+
+    def replace(match: re.Match) -> str:
+        metric = match.group(3).split()[-1] if match.group(3) else "map"
+        return match.group(1) + report_table(match.group(2), metric) + match.group(5)
+
+    return REPORT_BLOCK.sub(replace, text)
+
+
+def refresh_readme(text: str) -> str:
+    """README.md with its method table regenerated."""
+    return README_BLOCK.sub(lambda m: m.group(1) + methods_table() + m.group(3), text)
+
+
+def _value(value: Any) -> str:
+    return "–" if value is None else f"`{value}`"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _repos(repos: tuple[str, ...]) -> str:
+    return ", ".join(f"[{r}](https://github.com/{r})" for r in repos) or "–"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hashkit.docs_gen``: rewrite the committed generated blocks (or --check them)."""
+    parser = argparse.ArgumentParser(prog="python -m hashkit.docs_gen", description=main.__doc__)
+    parser.add_argument("--check", action="store_true", help="exit 1 when a committed block is out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, refresh in ((REPO / "docs" / "results.md", refresh_reports), (REPO / "README.md", refresh_readme)):
+        old = path.read_text(encoding="utf-8")
+        new = refresh(old)
+        if new != old:
+            stale.append(path.name)
+            if not args.check:
+                from hashkit.atomic import atomic_write_bytes
+
+                atomic_write_bytes(path, new.encode("utf-8"))
+    if args.check and stale:
+        print(f"out of date: {', '.join(stale)}; run python -m hashkit.docs_gen", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
