@@ -49,7 +49,7 @@ COMMON_FLAGS: dict[str, Flag] = {
     "lr_eta_min": Flag(None, "cosine schedule: the final learning rate (CosineAnnealingLR eta_min)", float),
     "lr_gamma": Flag(None, "exponential / step schedule: the decay factor (gamma)", float),
     "lr_step_size": Flag(None, "step schedule: decay every N intervals (StepLR step_size)", int),
-    "lr_step_fraction": Flag(None, "step schedule: decay every max(1, int(F × the run's intervals)) intervals instead of a fixed --lr-step-size (FIRe's relative --step-size 0.8), so it follows --max-iter; a --lr-step-size given on the command line wins", float),
+    "lr_step_fraction": Flag(None, "step schedule: decay after a fraction F of the run; follows --max-iter (FIRe's relative step 0.8: every max(1, int(F × the run's intervals)) intervals); a --lr-step-size given on the command line wins", float),
     "max_iter": Flag(None, "number of training epochs (outer iterations for ADSH/DIHN), as the seeds name it", int),
     "train_transform": Flag(None, "training image transform: resize_flip (resize to --image-size + random horizontal flip), resized_crop_flip (RandomResizedCrop(--image-size) + flip, the seeds'), resize (no augmentation), resize_flip_jitter (+ ColorJitter(0.05, 0.05), FIRe's CIFAR-10) or resize256_randomcrop224_flip (DeepHash-pytorch's)", str, TRAIN_TRANSFORMS),
     "test_transform": Flag(None, "evaluation image transform: resize (to --image-size), center_crop = resize256_centercrop224 (resize to 256/224 × --image-size, center crop) or ten_crop (outputs averaged over the 10 crops before the sign, HashNet's test_10crop)", str, TEST_TRANSFORMS),
@@ -66,9 +66,9 @@ COMMON_FLAGS: dict[str, Flag] = {
     "cached_flip": Flag(True, "with --train-from/--freeze-backbone: flip cached activations horizontally at random (augmentation)", bool),
     "freeze_depthwise": Flag(False, "keep the ImageNet weights of the backbone's depthwise convolutions fixed (the pointwise convolutions, batch-norms and hash layer still train): on CPUs without AVX-512 their weight gradient has no fast kernel and is about half of a training step (README, CPU results ⁹)", bool),
     "backbone_dropout": Flag(True, "keep the backbone's own dropout layers (AlexNet fc6/fc7, VGG16) active in training; --no-backbone-dropout keeps them in eval mode while training, as FIRe's AlexNet (models/backbone/alexnet.py)", bool),
-    "hash_dropout": Flag(0.0, "dropout probability on the backbone's features before the hash layer, in training (EfficientNet's ImageNet classifier: 0.2); 0 = none", float),
+    "hash_dropout": Flag(0.0, "feature dropout before the head, in training (EfficientNet's ImageNet classifier: 0.2); 0 = none", float),
     "drop_path": Flag(0.0, "stochastic depth of the backbone's residual blocks (EfficientNet-Lite: block i of 16 drops its residual branch with probability RATE × i/16 in training; EfficientNet's ImageNet training used 0.2); 0 = none", float),
-    "cached_views": Flag(0, "with --train-from: also cache N randomly cropped and flipped views of each training image once and train on a random one of the N+1 (image-level augmentation)", int),
+    "cached_views": Flag(0, "cache N cropped+flipped views per training image (--train-from); train on a random one of the N+1 (image-level augmentation)", int),
     "encode_flip": Flag(None, "encode each image as the mean of the network's outputs on its input and on the horizontal mirror of that input (the image; under --train-from the cached activations), then take the sign; default off, on under --recipe cpu", bool),
 }
 

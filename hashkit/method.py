@@ -151,8 +151,10 @@ class HashingMethod(abc.ABC):
     views: ClassVar[int] = 1
     # Fitted once on the training split's frozen features (:meth:`fit`), without epochs or optimiser.
     closed_form: ClassVar[bool] = False
-    # One-line description of the method's family (pairwise, center, unsupervised, shallow, …) for listings.
+    # The method's family, a key of hashkit.catalogue.FAMILIES (one documentation page each: pairwise,
+    # asymmetric, unsupervised, class-codes, classifier, shallow, …), and the public code it was read from.
     family: ClassVar[str] = ""
+    reference_code: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, code_length: int, hparams: dict[str, Any], device: torch.device) -> None:
         self.code_length = code_length

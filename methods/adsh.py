@@ -54,7 +54,8 @@ CHUNK_ELEMENTS = 1 << 24  # similarity entries per chunk (64 MB as float32)
 @METHODS.register("adsh")
 class ADSH(HashingMethod):
     name = "adsh"
-    family = "asymmetric pairwise"
+    family = "asymmetric"
+    reference_code = ('jiangqy/ADSH-AAAI2018',)
     relaxation = "tanh"
     paper = "Jiang, Li. Asymmetric Deep Supervised Hashing. AAAI 2018"
     hyperparameters = {

@@ -27,7 +27,8 @@ from hashkit.registry import METHODS
 @METHODS.register("bihalf_sup")
 class BiHalfSupervised(CodeClassifierMethod):
     name = "bihalf_sup"
-    family = "classification"
+    family = "classifier"
+    reference_code = ('CISiPLab/cisip-FIRe',)
     relaxation = "own"
     paper = "Li, van Gemert. Deep Unsupervised Image Hashing by Maximizing Bit Entropy (Bi-half). AAAI 2021 (supervised variant)"
     hyperparameters = {"gamma": Hyper(6.0, "γ of the bi-half layer's backward pass γ/(N·K)·(u − b) (paper eq. 9, arXiv v1)")}

@@ -25,7 +25,8 @@ from hashkit.registry import METHODS
 @METHODS.register("ce")
 class CE(CodeClassifierMethod):
     name = "ce"
-    family = "classification (baseline)"
+    family = "classifier"
+    reference_code = ('CISiPLab/cisip-FIRe',)
     relaxation = "own"
     paper = "cross-entropy baseline: a linear classifier on the raw hash outputs (CISiPLab's FIRe 'ce')"
     hyperparameters = {}

@@ -18,6 +18,8 @@ from hashkit.methods.ce import CE
 @METHODS.register("ce_tanh")
 class CETanh(CE):
     name = "ce_tanh"
+    family = "classifier"
+    reference_code = ('CISiPLab/cisip-FIRe',)
     paper = "cross-entropy baseline on tanh codes (hashkit's variant of CISiPLab's FIRe 'ce')"
 
     def classifier_inputs(self, outputs: torch.Tensor) -> torch.Tensor:

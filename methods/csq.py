@@ -38,7 +38,8 @@ def csq_loss(u: torch.Tensor, centers: torch.Tensor, lamda: float) -> dict[str, 
 @METHODS.register("csq")
 class CSQ(ClassCodeMethod):
     name = "csq"
-    family = "center"
+    family = "class-codes"
+    reference_code = ('swuxyj/DeepHash-pytorch',)
     relaxation = "own"
     paper = "Yuan et al. Central Similarity Quantization for Efficient Image and Video Retrieval. CVPR 2020"
     hyperparameters = {"lamda": Hyper(1e-4, "weight λ of the quantisation term (|tanh u| − 1)² (DeepHash-pytorch's form)")}

@@ -47,6 +47,7 @@ PAIRINGS = ("batch", "memory")
 class DHN(PairwiseMemoryMethod):
     name = "dhn"
     family = "pairwise"
+    reference_code = ('TreezzZ/DHN_PyTorch',)
     relaxation = "tanh"
     # In-batch pairs couple the processes' parts of a torchrun batch; pairs against the memory (written in
     # observe) are exact. torchrun refuses other values (hashkit.run).

@@ -41,7 +41,8 @@ from .adsh import ADSH, adsh_loss, incremental_info, random_codes, soft_similari
 @METHODS.register("dihn")
 class DIHN(ADSH):
     name = "dihn"
-    family = "incremental (asymmetric pairwise)"
+    family = "asymmetric"
+    reference_code = ('IIE-MR/DIHN',)
     relaxation = "tanh"
     paper = "Wu, Dai, Liu, Li, Wang. Deep Incremental Hashing Network for Efficient Image Retrieval. CVPR 2019"
     hyperparameters = {

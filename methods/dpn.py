@@ -34,7 +34,8 @@ def dpn_loss(u: torch.Tensor, targets: torch.Tensor, margin: float, reg: float) 
 @METHODS.register("dpn")
 class DPN(ClassCodeMethod):
     name = "dpn"
-    family = "center"
+    family = "class-codes"
+    reference_code = ('swuxyj/DeepHash-pytorch',)
     paper = "Fan, Lin, Zhang, Chen. Deep Polarized Network for Supervised Learning of Accurate Binary Hashing Codes. IJCAI 2020"
     hyperparameters = {
         "margin": Hyper(1.0, "margin m of the bit-wise hinge max(m − u·t, 0) (the paper's polarization loss)"),

@@ -39,6 +39,7 @@ from hashkit.registry import METHODS
 class DPSH(PairwiseMemoryMethod):
     name = "dpsh"
     family = "pairwise"
+    reference_code = ('TreezzZ/DPSH_PyTorch', 'jiangqy/DPSH-pytorch')
     paper = "Li, Wang, Kang. Feature Learning based Deep Supervised Hashing with Pairwise Labels. IJCAI 2016"
     hyperparameters = {
         "eta": Hyper(10.0, "weight η of the quantization term η‖B−U‖² (paper eq. 3)"),

@@ -33,7 +33,8 @@ def greedyhash_penalty(u: torch.Tensor) -> torch.Tensor:
 @METHODS.register("greedyhash")
 class GreedyHash(CodeClassifierMethod):
     name = "greedyhash"
-    family = "classification"
+    family = "classifier"
+    reference_code = ('swuxyj/DeepHash-pytorch',)
     relaxation = "own"
     paper = "Su, Zhang, Chen, Tian, Dai. Greedy Hash: Towards Fast Optimization for Accurate Hash Coding in CNN. NeurIPS 2018"
     hyperparameters = {"alpha": Hyper(0.1, "weight α of the penalty | |u| − 1 |³ (CIFAR-10 0.1, ImageNet 1)")}

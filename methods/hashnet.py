@@ -64,6 +64,7 @@ PAIRINGS = ("split", "memory")
 class HashNet(PairwiseMemoryMethod):
     name = "hashnet"
     family = "pairwise"
+    reference_code = ('thuml/HashNet',)
     relaxation = "own"
     # In-batch pairs couple the processes' parts of a torchrun batch; pairs against the memory (written in
     # observe) are exact. torchrun refuses other values (hashkit.run).

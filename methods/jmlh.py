@@ -37,7 +37,8 @@ def bernoulli_kl_to_half(q: torch.Tensor) -> torch.Tensor:
 @METHODS.register("jmlh")
 class JMLH(CodeClassifierMethod):
     name = "jmlh"
-    family = "classification"
+    family = "classifier"
+    reference_code = ('CISiPLab/cisip-FIRe',)
     relaxation = "sigmoid"
     paper = "Shen, Liu, Chen, Shao, Ling. Embarrassingly Simple Binary Representation Learning. ICCV Workshops 2019"
     hyperparameters = {"lamda": Hyper(0.1, "weight λ of the KL prior term KL(Bern(σ(u)) ‖ Bern(½))")}

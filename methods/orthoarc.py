@@ -30,7 +30,8 @@ def arc_margin_logits(cos: torch.Tensor, labels: torch.Tensor, s: float, m: floa
 @METHODS.register("orthoarc")
 class OrthoArc(OrthoHashMethod):
     name = "orthoarc"
-    family = "center (angular margin)"
+    family = "class-codes"
+    reference_code = ('CISiPLab/cisip-FIRe',)
     paper = ORTHOHASH_PAPER + " (angular margin)"
     hyperparameters = orthohash_hyper(s=8.0, m=0.2)
     recipes = {

@@ -28,7 +28,8 @@ def cosine_margin_logits(cos: torch.Tensor, labels: torch.Tensor, s: float, m: f
 @METHODS.register("orthocos")
 class OrthoCos(OrthoHashMethod):
     name = "orthocos"
-    family = "center (cosine margin)"
+    family = "class-codes"
+    reference_code = ('CISiPLab/cisip-FIRe',)
     paper = ORTHOHASH_PAPER + " (cosine margin)"
     hyperparameters = orthohash_hyper(s=8.0, m=0.3)
     recipes = {

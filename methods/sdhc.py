@@ -47,7 +47,8 @@ def sdhc_loss(
 @METHODS.register("sdhc")
 class SDHC(CodeClassifierMethod):
     name = "sdhc"
-    family = "classification"
+    family = "classifier"
+    reference_code = ('CISiPLab/cisip-FIRe',)
     relaxation = "own"
     paper = (
         "Erin Liong, Lu, Wang, Moulin, Zhou. Deep Hashing for Compact Binary Codes Learning. CVPR 2015 "

@@ -183,7 +183,8 @@ def ssdh_loss(outputs: torch.Tensor, s: torch.Tensor, activated: bool = False) -
 @METHODS.register("ssdh")
 class SSDH(HashingMethod):
     name = "ssdh"
-    family = "unsupervised (pairwise, pseudo-labels)"
+    family = "unsupervised"
+    reference_code = ('TreezzZ/SSDH_PyTorch',)
     relaxation = "tanh"
     paper = (
         "Yang, Deng, Liu, Liu, Tao. Semantic Structure-based Unsupervised Deep Hashing. IJCAI 2018 (unsupervised)"

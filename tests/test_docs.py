@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hashkit.catalogue import FAMILIES, METHOD_CATALOGUE, all_methods
+from hashkit.catalogue import FAMILIES, all_methods
 from hashkit.cli import main as cli
 from hashkit.registry import METHODS
 
@@ -38,9 +38,10 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
 def test_every_method_has_a_family_page() -> None:
     nav = (REPO / "mkdocs.yml").read_text(encoding="utf-8")
     for name in METHODS.names():
-        assert name in METHOD_CATALOGUE, f"add {name} to hashkit/catalogue.py METHOD_CATALOGUE"
-        family = METHOD_CATALOGUE[name][0]
-        assert family in FAMILIES and f"methods/{family}.md" in nav
+        family = METHODS.get(name).family
+        assert family in FAMILIES, f"{name} declares family {family!r}; valid: {', '.join(FAMILIES)}"
+        assert METHODS.get(name).reference_code, f"{name} declares no reference_code"
+        assert f"methods/{family}.md" in nav
         assert (REPO / "docs" / "methods" / f"{family}.md").exists()
 
 

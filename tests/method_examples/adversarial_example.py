@@ -13,7 +13,8 @@ from hashkit.method import Batch, HashingMethod, Hyper, TrainingData, similarity
 
 class AdversarialExample(HashingMethod):
     name = "adversarial_example"
-    family = "adversarial"
+    family = "pairwise"
+    reference_code = ("none: an example",)
     paper = "example: codes indistinguishable from uniform ±1 codes"
     hyperparameters = {
         "adversarial": Hyper(0.1, "weight of the term that fools the discriminator"),

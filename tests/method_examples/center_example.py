@@ -10,7 +10,8 @@ from hashkit.method_parts.classification import ClassCodeMethod
 
 class CenterExample(ClassCodeMethod):
     name = "center_example"
-    family = "center"
+    family = "class-codes"
+    reference_code = ("none: an example",)
     paper = "example: squared distance to Hadamard class codes"
     relaxation = "tanh"  # reads tanh(u) through tanh_outputs, so --hash-activation tanh is accepted
     center_kind = "hadamard"

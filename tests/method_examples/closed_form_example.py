@@ -10,7 +10,8 @@ from hashkit.method import HashingMethod
 
 class ClosedFormExample(HashingMethod):
     name = "closed_form_example"
-    family = "shallow (closed form)"
+    family = "shallow"
+    reference_code = ("none: an example",)
     paper = "example: PCA hashing"
     supervised = False
     closed_form = True

@@ -11,7 +11,8 @@ from hashkit.method import Batch, HashingMethod, Hyper
 
 class ContrastiveExample(HashingMethod):
     name = "contrastive_example"
-    family = "unsupervised (contrastive)"
+    family = "unsupervised"
+    reference_code = ("none: an example",)
     paper = "example: NT-Xent between two views' tanh codes"
     hyperparameters = {"temperature": Hyper(0.5, "temperature of the NT-Xent loss")}
     supervised = False

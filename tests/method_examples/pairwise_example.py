@@ -15,6 +15,7 @@ from hashkit.model import binarize
 class PairwiseExample(HashingMethod):
     name = "pairwise_example"
     family = "pairwise"
+    reference_code = ("none: an example",)
     paper = "example: DPSH's likelihood on in-batch pairs"
     hyperparameters = {"eta": Hyper(0.1, "weight η of the quantisation term")}
     supports_distributed = False  # pairs are formed inside each process's part of the batch

@@ -16,6 +16,7 @@ from hashkit.method_parts.relaxations import sign_ste
 class UnsupervisedExample(HashingMethod):
     name = "unsupervised_example"
     family = "unsupervised"
+    reference_code = ("none: an example",)
     paper = "example: feature-similarity preserving codes"
     supervised = False
     needs_features = True
