@@ -35,3 +35,15 @@ def _loguru_writes_to_the_current_stderr():
     yield
     logger.remove()
     logger.add(lambda message: sys.stderr.write(message))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``): on 2
+    shared cores, 2 OpenMP threads ran the backbone tests several times slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

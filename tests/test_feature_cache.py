@@ -29,13 +29,7 @@ CPU = torch.device("cpu")
 SIZE = 32  # input pixels: small, yet every EfficientNet stage still has at least 1×1 outputs
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on 2 shared cores, 2 OpenMP threads ran these tests several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")
