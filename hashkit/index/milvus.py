@@ -102,7 +102,7 @@ def _pymilvus() -> Any:
         import pymilvus
     except ImportError as exc:
         raise HashkitError(
-            f"a milvus:// index needs the Milvus client: pip install 'pymilvus>=2.5,<2.6' ({exc})"
+            f"a milvus:// index needs the Milvus client: pip install 'pymilvus>=2.5.18,<2.6' (or pip install hashkit[milvus]) ({exc})"
         ) from exc
     return pymilvus
 
