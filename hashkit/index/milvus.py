@@ -21,10 +21,11 @@ Search is exact and ordered like a folder index's (distance, then position):
 Milvus returns the true top-k *distances* (BIN_FLAT is a scan), but says nothing about *which* items it
 returns when several share the k-th distance, nor their order. So hashkit asks for k + 1 neighbours; when
 the (k+1)-th is farther than the k-th no tie group is cut and sorting the k by (distance, position) is
-exact. Otherwise it fetches every item at exactly the k-th distance with a range search
-(``range_filter <= distance < radius``, the range Milvus 2.3 searches), keeps the items closer than it,
-and takes the first k by (distance, position). Milvus returns at most 16,384 hits per search, so a
-larger range is split into position ranges (a boolean filter on ``position``) until each part fits.
+exact. Otherwise it fetches every item at exactly the k-th distance, keeps the items closer than it, and
+takes the first k by (distance, position). The fetch is a top-16,384 search (Milvus' largest k) that is
+complete when it reaches past that distance; if not, the positions are split in two (a boolean filter on
+``position``) until each part's is. (Not Milvus' range search: on a BIN_IVF_FLAT collection it returned
+fewer items than its top-k search, see :meth:`MilvusIndex._within`.)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -51,6 +53,8 @@ MAX_HITS = 16_384  # Milvus' largest top-k / range-search limit and query window
 MAX_ID_CHARS = 4_096  # VARCHAR length of the item field
 INSERT_ROWS = 10_000  # rows per insert request (well under gRPC's 64 MiB message limit)
 LOOKUP_IDS = 1_000  # ids per "item in [...]" query
+_POSITIONS_END = 1 << 62  # above every position: searches cover [0, _POSITIONS_END)
+_SHORT_RETRIES = 6  # re-asks of a search that returned fewer hits than asked for (about 6 s in all)
 _CONNECT_TIMEOUT_S = 10.0  # HASHKIT_MILVUS_TIMEOUT overrides: how long to wait for an unreachable server
 # Reads use Milvus' "Session" consistency: a process sees its own writes, and does not wait for the server's
 # next time tick (Strong costs ~200 ms per request on the embedded server). A writer ends every append with
@@ -269,6 +273,13 @@ class MilvusIndex:
         if not keep:
             return 0
         start = len(self)
+        beyond = self._call("read items", self._collection.query, expr=f"position >= {start}", output_fields=["position"],
+                            limit=1, consistency_level=READ_CONSISTENCY)
+        if beyond:  # positions are 0..count-1 unless an export was cut short
+            raise HashkitError(
+                f"{self.path} has gaps in its positions (an interrupted hashkit export?); re-run that export to "
+                "finish it before appending"
+            )
         rows = np.asarray(keep, dtype=np.int64)
         self._insert(np.arange(start, start + len(rows), dtype=np.int64), [id_list[r] for r in rows], data[rows])
         self.sync()
@@ -361,14 +372,43 @@ class MilvusIndex:
             out.append((np.rint(dist).astype(np.int32), pos))
         return out
 
+    def _complete_search(self, q: np.ndarray, want: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Milvus' top-``want`` of each query, insisting on ``want`` distinct hits (``want`` <= the count): a
+        shorter answer (Milvus de-duplicates primary keys after cutting each segment's top-k, e.g. while a
+        segment is handed over) could hide a true neighbour. Short rows are asked again after 0.1, 0.2, 0.4 …
+        s, then refused."""
+        answers: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0, np.int32), np.zeros(0, np.int64))] * len(q)
+        short = list(range(len(q)))
+        for attempt in range(_SHORT_RETRIES + 1):
+            if attempt:
+                time.sleep(0.1 * 2 ** (attempt - 1))
+            for row, (d, p) in zip(short, self._raw_search(q[short], want)):
+                p, first = np.unique(p, return_index=True)  # a row seen twice (a segment handed over) counts once
+                answers[row] = (d[first], p)
+            short = [row for row in short if len(answers[row][1]) < want]
+            if not short:
+                return answers
+            logger.debug(f"{self.path}: Milvus answered {len(answers[short[0]][1])} of {want} neighbours; asking again")
+        raise HashkitError(
+            f"Milvus answered {len(answers[short[0]][1])} of {want} neighbours for a query of {self.path} after "
+            f"{_SHORT_RETRIES} retries (segments being sealed or indexed?); retry the search later"
+        )
+
     def _within(self, q: np.ndarray, lowest: int, highest: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Every item at distance in [lowest, highest] among positions [start, stop), complete: a range that
-        fills Milvus' 16,384-hit window is split in two by position until each part fits."""
+        """Every item at distance in [lowest, highest] among positions [start, stop), complete.
+
+        Uses Milvus' exact top-k, not its range search: a range search of a ``BIN_IVF_FLAT`` collection
+        returned fewer items than the top-k search of the same collection did (1M codes, nlist 1024, every list
+        probed). The top-16,384 of the positions is complete for the range when it holds fewer than 16,384
+        items or reaches past ``highest``; otherwise the positions are split in two until each part is.
+        """
         expr = f"position >= {start} and position < {stop}"
-        extra = {"radius": highest + 1, "range_filter": lowest}  # Milvus 2.3: range_filter <= d < radius
-        d, p = self._raw_search(q[None], MAX_HITS, extra, expr)[0]
-        if len(p) < MAX_HITS or stop - start <= MAX_HITS:
-            return d, p
+        d, p = self._raw_search(q[None], MAX_HITS, expr=expr)[0]
+        p, first = np.unique(p, return_index=True)
+        d = d[first]
+        if len(p) < MAX_HITS or d.max() > highest or stop - start <= MAX_HITS:
+            keep = (d >= lowest) & (d <= highest)
+            return d[keep], p[keep]
         middle = (start + stop) // 2
         d1, p1 = self._within(q, lowest, highest, start, middle)
         d2, p2 = self._within(q, lowest, highest, middle, stop)
@@ -391,12 +431,12 @@ class MilvusIndex:
             return D, I
         if kk >= MAX_HITS:
             raise HashkitError(f"k={k}: a Milvus index answers at most k={MAX_HITS - 1}; use --radius or a smaller k")
-        for row, (d, p) in enumerate(self._raw_search(q, kk + 1)):
+        for row, (d, p) in enumerate(self._complete_search(q, min(kk + 1, n))):
             order = np.lexsort((p, d))
             d, p = d[order], p[order]
             if len(p) > kk and d[kk] == d[kk - 1]:  # the k-th distance's group is cut: fetch all of it
                 edge = int(d[kk - 1])
-                ds, ps = self._within(q[row], edge, edge, 0, n)
+                ds, ps = self._within(q[row], edge, edge, 0, _POSITIONS_END)
                 closer = d < edge
                 d, p = np.concatenate([d[closer], ds]), np.concatenate([p[closer], ps])
                 order = np.lexsort((p, d))
@@ -415,7 +455,7 @@ class MilvusIndex:
         n = len(self)
         out = []
         for row in range(len(q)):
-            d, p = self._within(q[row], 0, radius, 0, n) if n else (np.zeros(0, np.int32), np.zeros(0, np.int64))
+            d, p = self._within(q[row], 0, radius, 0, _POSITIONS_END) if n else (np.zeros(0, np.int32), np.zeros(0, np.int64))
             order = np.lexsort((p, d))
             out.append((d[order].astype(np.int32), p[order].astype(np.int64)))
         return out
