@@ -52,11 +52,13 @@ def run(args: argparse.Namespace) -> int:
     from hashkit.api import load
     from hashkit.distributed import context_from_environment
     from hashkit.index import writer_lock
-    from hashkit.index.milvus import is_milvus_address
+    from hashkit.index.milvus import is_milvus_address, parse_address
 
     ctx = context_from_environment()
     if args.wait < 0:
         raise HashkitError(f"--wait {args.wait:g}: give a number of seconds >= 0")
+    if is_milvus_address(args.out):
+        parse_address(args.out)  # a malformed address is refused before the checkpoint is loaded
     if ctx.is_distributed:
         if is_milvus_address(args.out):
             raise HashkitError(f"--out {args.out}: a distributed encode writes a folder index; encode into a folder, "

@@ -54,6 +54,7 @@ MAX_ID_CHARS = 4_096  # VARCHAR length of the item field
 INSERT_ROWS = 10_000  # rows per insert request (well under gRPC's 64 MiB message limit)
 LOOKUP_IDS = 1_000  # ids per "item in [...]" query
 _POSITIONS_END = 1 << 62  # above every position: searches cover [0, _POSITIONS_END)
+_WITHIN_LIMITS = (256, 4096, MAX_HITS)  # top-k sizes tried in turn to fetch every item within a distance
 _SHORT_RETRIES = 6  # re-asks of a search that returned fewer hits than asked for (about 6 s in all)
 _CONNECT_TIMEOUT_S = 10.0  # HASHKIT_MILVUS_TIMEOUT overrides: how long to wait for an unreachable server
 # Reads use Milvus' "Session" consistency: a process sees its own writes, and does not wait for the server's
@@ -358,17 +359,19 @@ class MilvusIndex:
         return {"metric_type": "HAMMING", "params": params}
 
     def _raw_search(self, q: np.ndarray, limit: int, extra: Mapping[str, Any] | None = None,
-                    expr: str | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Milvus' answer per query as (distances int32, positions int64), in Milvus' order; ids are cached."""
+                    expr: str | None = None, with_ids: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Milvus' answer per query as (distances int32, positions int64), in Milvus' order; with ``with_ids``
+        the hits' item ids come along and are cached for :meth:`ids`."""
         result = self._call("search", self._collection.search, [bytes(row) for row in q], "code",
-                            self._search_params(extra), limit=limit, expr=expr, output_fields=["item"],
-                            consistency_level=READ_CONSISTENCY)
+                            self._search_params(extra), limit=limit, expr=expr,
+                            output_fields=["item"] if with_ids else [], consistency_level=READ_CONSISTENCY)
         out = []
         for hits in result:
-            pos = np.array([h.id for h in hits], dtype=np.int64)
-            dist = np.array([h.distance for h in hits], dtype=np.float64)
-            for h in hits:
-                self._id_cache[int(h.id)] = h.entity.get("item")
+            pos = np.array(hits.ids, dtype=np.int64)
+            dist = np.array(hits.distances, dtype=np.float64)
+            if with_ids:
+                for h in hits:
+                    self._id_cache[int(h.id)] = h.entity.get("item")
             out.append((np.rint(dist).astype(np.int32), pos))
         return out
 
@@ -403,12 +406,13 @@ class MilvusIndex:
         items or reaches past ``highest``; otherwise the positions are split in two until each part is.
         """
         expr = f"position >= {start} and position < {stop}"
-        d, p = self._raw_search(q[None], MAX_HITS, expr=expr)[0]
-        p, first = np.unique(p, return_index=True)
-        d = d[first]
-        if len(p) < MAX_HITS or d.max() > highest or stop - start <= MAX_HITS:
-            keep = (d >= lowest) & (d <= highest)
-            return d[keep], p[keep]
+        for limit in _WITHIN_LIMITS:  # most ranges are small: a short top-k first, the 16,384 window if needed
+            d, p = self._raw_search(q[None], limit, expr=expr, with_ids=False)[0]
+            p, first = np.unique(p, return_index=True)
+            d = d[first]
+            if len(p) < limit or d.max() > highest or stop - start <= limit:
+                keep = (d >= lowest) & (d <= highest)
+                return d[keep], p[keep]
         middle = (start + stop) // 2
         d1, p1 = self._within(q, lowest, highest, start, middle)
         d2, p2 = self._within(q, lowest, highest, middle, stop)
