@@ -23,6 +23,7 @@ Prints one markdown table; ratios are against the folder scan of the same run.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -127,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server is not None:
             server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # the folder index and the embedded server's data
     return 0
 
 
