@@ -47,6 +47,13 @@ setup(
         "python-multipart>=0.0.9",
         "jinja2>=3.1",
     ],
-    extras_require={"faiss": ["faiss-cpu>=1.8"], "test": ["pytest>=8.0", "httpx>=0.27", "selenium>=4.20", "mkdocs==1.6.1", "mkdocs-material==9.8.2"]},
+    extras_require={
+        "faiss": ["faiss-cpu>=1.8"],
+        # milvus:// indexes (docs/milvus.md); milvus-server: the embedded Milvus server for local use and tests
+        "milvus": ["pymilvus>=2.5.18,<2.6"],
+        "milvus-server": ["pymilvus>=2.5.18,<2.6", "milvus==2.3.5"],
+        "test": ["pytest>=8.0", "httpx>=0.27", "selenium>=4.20", "pymilvus>=2.5.18,<2.6", "milvus==2.3.5",
+                 "mkdocs==1.6.1", "mkdocs-material==9.8.2"],
+    },
     entry_points={"console_scripts": ["hashkit=hashkit.cli:main"]},
 )

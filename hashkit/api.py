@@ -9,6 +9,9 @@
     D, I = index.search(model.encode(["query.jpg"]), k=10)    # Hamming distances, positions
     print(index.ids(I))
 
+An index can also live in Milvus (docs/milvus.md): ``hashkit.index.milvus.open_or_create("milvus://HOST:PORT/NAME",
+model.code_length, model.identity)`` to write, ``hashkit.index.open_index(address)`` to read; same API and results.
+
 A Hasher encodes with the checkpoint's own backbone, input size and normalisation (the evaluation
 transform of hashkit.transforms, through hashkit.pipeline's one encoding loop; it imports nothing of the
 training path); its ``identity`` names the method, backbone, code length and a sha256 of the weights, so

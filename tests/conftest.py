@@ -47,3 +47,59 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory):
+    """``HOST:PORT`` of a real Milvus standalone server (the PyPI ``milvus`` package, which embeds one), started
+    once per test session on a free loopback port and stopped at the end. Skips, with the reason, only where
+    the package is missing or the server cannot start (scripts/setup.sh installs it)."""
+    import time
+    import urllib.request
+
+    try:
+        import pymilvus  # noqa: F401
+        from milvus import MilvusServer
+    except ImportError as exc:
+        pytest.skip(f"the embedded Milvus server is not installed ({exc}); scripts/setup.sh installs it")
+    base = tmp_path_factory.mktemp("milvus-server")
+    server = MilvusServer(wait_for_started=False)
+    server.set_base_dir(str(base))
+    server.listen_port = _free_port()
+    try:
+        server.start()  # returns at once: readiness is polled below, with a bound and an eye on the process
+    except Exception as exc:  # noqa: BLE001 - whatever stops it from starting, the tests skip with it
+        server.stop()
+        pytest.skip(f"the embedded Milvus server could not start here: {exc}")
+    health = f"http://127.0.0.1:{server.webservice_port}/healthz"
+    deadline, reason = time.monotonic() + 120, "no answer within 120 s"
+    while time.monotonic() < deadline:
+        if server.server_proc.poll() is not None:
+            log = base / "logs" / "milvus-stderr.log"
+            lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+            cause = next((line for line in lines if line.startswith("panic")), lines[-1] if lines else "no log")
+            reason = f"it exited with status {server.server_proc.returncode} ({cause.strip()}; log {log})"
+            break
+        try:
+            with urllib.request.urlopen(health, timeout=2) as response:
+                if b"OK" in response.read():
+                    reason = ""
+                    break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    if reason:
+        server.stop()
+        pytest.skip(f"the embedded Milvus server could not start here: {reason}")
+    logger.info(f"embedded Milvus server on 127.0.0.1:{server.listen_port} ({base})")
+    try:
+        yield f"127.0.0.1:{server.listen_port}"
+    finally:
+        server.stop()

@@ -3,4 +3,4 @@
 A new subcommand is a new module here plus its name in ``COMMANDS``.
 """
 
-COMMANDS = ["train", "evaluate", "encode", "search", "report", "plot", "serve", "methods"]
+COMMANDS = ["train", "evaluate", "encode", "search", "export", "report", "plot", "serve", "methods"]

@@ -19,7 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "product per candidate; items with identical codes in a fixed pseudo-random order of their positions),\n"
         "or in insertion order (--ties insertion, the evaluator's order).",
     )
-    parser.add_argument("--index", required=True, help="index folder written by hashkit encode")
+    parser.add_argument("--index", required=True,
+                        help="index folder written by hashkit encode, or a Milvus collection milvus://HOST:PORT/COLLECTION")
     parser.add_argument("--checkpoint", required=True, help="the checkpoint the index was encoded with")
     parser.add_argument("--query", required=True, nargs="+", help="query image file(s)")
     parser.add_argument("--k", type=int, default=10, help="number of neighbours per query")
@@ -42,12 +43,14 @@ def run(args: argparse.Namespace) -> int:
     from hashkit import ties
     from hashkit.api import load
     from hashkit.errors import HashkitError
-    from hashkit.index import Index
+    from hashkit.index import open_index
 
-    index = Index.open(args.index)
+    index = open_index(args.index)
     if args.rebuild_mih:
         if args.backend != "mih":
             raise HashkitError("--rebuild-mih needs --backend mih")
+        if not hasattr(index, "build_mih"):
+            raise HashkitError(f"--rebuild-mih: {args.index} is a Milvus collection; MIH tables belong to folder indexes")
         index.build_mih(force=True)
     hasher = load(args.checkpoint, gpu=args.gpu)
     index.check_compatible(hasher.identity)

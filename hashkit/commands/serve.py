@@ -19,7 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "           as hashkit search --json, plus 'timings'.\n"
         "Appends by hashkit encode to the index while it runs show up at the next search.",
     )
-    parser.add_argument("--index", required=True, help="index folder written by hashkit encode")
+    parser.add_argument("--index", required=True,
+                        help="index folder written by hashkit encode, or a Milvus collection milvus://HOST:PORT/COLLECTION")
     parser.add_argument("--checkpoint", required=True, help="the checkpoint the index was encoded with")
     parser.add_argument("--runs", default=None, help="folder of run folders for the runs page (e.g. runs/)")
     parser.add_argument("--images", default=None,

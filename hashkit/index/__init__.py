@@ -15,7 +15,8 @@ Directory layout of an index ``INDEX/`` (format version 1)::
     seg-000001-<rand>.offsets  little-endian int64 (n + 1): where each item id starts in ``.ids``
     seg-000001-<rand>.ids      the item ids (e.g. image paths), UTF-8, concatenated
     seg-000001-<rand>-mih1-<rand>.mih   optional multi-index hashing tables of that segment
-    .lock                      writer lock (flock); holds no data
+    .lock                      writer lock (flock); while held, a JSON line naming the holder
+                               (pid, host, since, purpose) so a second writer can say who it waits for
 
 Crash safety: segments are immutable. ``add`` writes (and fsyncs) a new segment, then atomically
 replaces ``manifest.json``; readers trust only what the manifest lists, so an append killed at any
@@ -26,7 +27,8 @@ sha256 of every file when the data is read into memory (``mmap=False``) or total
 ``Index.verify()`` (or ``open(..., verify=True)``) runs the full checksum. A damaged file is refused
 with a one-line :class:`HashkitError` naming it.
 
-Concurrency: one writer at a time (``.lock``); an open Index is a snapshot of the manifest it read
+Concurrency: one writer at a time (``.lock``, :func:`writer_lock`; ``hashkit encode`` takes it before
+it encodes anything, so a second writer stops at once naming the first, or waits with ``--wait``); an open Index is a snapshot of the manifest it read
 (reopen to see later appends). ``compact`` deletes the old segment files, which open memory maps
 keep reading on POSIX; other readers should reopen.
 
@@ -52,6 +54,8 @@ Backends:
   compares a small part of the collection; per-segment tables stored beside the segments and listed
   in the manifest (:mod:`hashkit.index.mih`, :mod:`hashkit.hamming.mih`). Results equal the native
   engine's, ties included.
+* ``milvus://HOST:PORT/COLLECTION`` instead of a folder: the index lives in a Milvus collection
+  (:mod:`.milvus`, :func:`open_index`); same search API and results.
 * ``faiss-hash`` (``range_search`` only): IndexBinaryMultiHash with radius + 1 hash tables over
   disjoint substrings, exact by the pigeonhole principle (two codes within the radius agree
   exactly on at least one substring); much faster than a scan for small radii.
@@ -59,9 +63,25 @@ Backends:
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from hashkit.index.convert import as_packed
 from hashkit.index.core import BACKENDS, Index
-from hashkit.index.storage import FORMAT, FORMAT_VERSION, MANIFEST, MAX_BITS, VERIFY_ON_OPEN_BYTES
+from hashkit.index.storage import FORMAT, FORMAT_VERSION, MANIFEST, MAX_BITS, VERIFY_ON_OPEN_BYTES, writer_lock
 
-__all__ = ["Index", "as_packed", "BACKENDS", "FORMAT", "FORMAT_VERSION", "MANIFEST", "MAX_BITS",
+__all__ = ["Index", "open_index", "writer_lock", "as_packed", "BACKENDS", "FORMAT", "FORMAT_VERSION", "MANIFEST", "MAX_BITS",
            "VERIFY_ON_OPEN_BYTES"]
+
+
+def open_index(target: str | os.PathLike, **options: Any) -> Any:
+    """Open an index named by a folder path or a ``milvus://HOST:PORT/COLLECTION`` address.
+
+    Both answer the same search API (``search``, ``range_search``, ``ids``, ``codes``, ``check_compatible``);
+    ``options`` (``mmap``, ``verify``) apply to folders only.
+    """
+    from hashkit.index.milvus import MilvusIndex, is_milvus_address
+
+    if is_milvus_address(target):
+        return MilvusIndex.open(str(target))
+    return Index.open(target, **options)

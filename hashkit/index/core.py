@@ -33,6 +33,7 @@ from hashkit.index.storage import (
     _MISSING,
     FORMAT,
     FORMAT_VERSION,
+    LOCK,
     MANIFEST,
     VERIFY_ON_OPEN_BYTES,
     _check_bits,
@@ -98,7 +99,8 @@ class Index:
             raise HashkitError(
                 f"cannot create index {path}: model identity says code_length {code_length} but bits={bits}"
             )
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        # A folder holding only the writer lock (hashkit encode locks before it creates) counts as empty.
+        if path.exists() and (not path.is_dir() or any(p.name != LOCK for p in path.iterdir())):
             raise HashkitError(
                 f"cannot create index at {path}: it already exists and is not empty; "
                 "open it with Index.open or choose another path"
@@ -166,23 +168,7 @@ class Index:
         Compares ``fields`` (default: every key of either identity; a key missing on one side is a
         mismatch). A ``code_length`` different from the index's bits is always refused.
         """
-        theirs = dict(identity or {})
-        ours = self._manifest["model_identity"]
-        code_length = theirs.get("code_length")
-        if code_length is not None and int(code_length) != self.bits:
-            raise HashkitError(
-                f"model does not match index {self.path}: code length {code_length} vs {self.bits} "
-                "bits in the index; use the model the index was built with, or rebuild the index"
-            )
-        keys = list(fields) if fields is not None else list(dict.fromkeys([*ours, *theirs]))
-        for key in keys:
-            a, b = ours.get(key, _MISSING), theirs.get(key, _MISSING)
-            if a != b:
-                what = "another model: " if key in ("checkpoint_sha256", "checkpoint") else ""
-                raise HashkitError(
-                    f"model does not match index {self.path}: {what}{key} {_short(b)} vs {_short(a)} "
-                    "in the index; use the model the index was built with, or rebuild the index"
-                )
+        check_identity(self._manifest["model_identity"], identity, self.bits, str(self.path), fields)
 
     # ---- writing ------------------------------------------------------------------------------
 
@@ -569,6 +555,28 @@ class Index:
                 fidx.add(np.ascontiguousarray(packed))
             self._faiss_cache[key] = fidx
         return self._faiss_cache[key]
+
+
+def check_identity(ours: Mapping[str, Any], identity: Mapping[str, Any] | None, bits: int, where: str,
+                   fields: Sequence[str] | None = None) -> None:
+    """Raise HashkitError naming the first field where ``identity`` differs from ``ours`` (an index's stored
+    model identity, folder or Milvus collection ``where``); a code length other than ``bits`` is refused."""
+    theirs = dict(identity or {})
+    code_length = theirs.get("code_length")
+    if code_length is not None and int(code_length) != bits:
+        raise HashkitError(
+            f"model does not match index {where}: code length {code_length} vs {bits} "
+            "bits in the index; use the model the index was built with, or rebuild the index"
+        )
+    keys = list(fields) if fields is not None else list(dict.fromkeys([*ours, *theirs]))
+    for key in keys:
+        a, b = ours.get(key, _MISSING), theirs.get(key, _MISSING)
+        if a != b:
+            what = "another model: " if key in ("checkpoint_sha256", "checkpoint") else ""
+            raise HashkitError(
+                f"model does not match index {where}: {what}{key} {_short(b)} vs {_short(a)} "
+                "in the index; use the model the index was built with, or rebuild the index"
+            )
 
 
 def _check_count(value: Any, name: str) -> int:

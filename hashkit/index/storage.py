@@ -12,11 +12,14 @@ import hashlib
 import json
 import os
 import re
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+from loguru import logger
 
 from hashkit.atomic import atomic_save
 from hashkit.errors import HashkitError
@@ -242,28 +245,103 @@ def _remove_orphans(root: Path, manifest: dict) -> None:
                 p.unlink()
 
 
+_HELD: dict[str, int] = {}  # index folders whose writer lock this process holds -> nesting depth
+
+
 @contextlib.contextmanager
-def _writer_lock(root: Path) -> Iterator[None]:
-    """Exclusive, non-blocking writer lock on ``root/.lock`` (no-op where fcntl is unavailable)."""
+def writer_lock(root: str | os.PathLike, wait: float = 0.0, purpose: str = "") -> Iterator[None]:
+    """Hold the exclusive writer lock of index folder ``root`` (created if missing) for the ``with`` block.
+
+    The lock is ``flock`` on ``root/.lock``: the kernel releases it when its holder exits, killed or not, so
+    a lock left by a dead writer is never in the way. While held, the file names the holder (pid, host,
+    start time, ``purpose``) so that a second writer can say who it is waiting for. A second writer stops at
+    once with that name, or retries for up to ``wait`` seconds. A record left by a writer that died
+    (its pid no longer running) is reported and overwritten. Re-entrant within a process (``Index.add``
+    inside ``hashkit encode``'s lock). No-op where fcntl is unavailable (Windows).
+    """
+    root = Path(root)
+    key = str(root.resolve())
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
     try:
-        fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
         raise HashkitError(f"cannot write to index {root}: {exc.strerror or exc}") from exc
     try:
+        deadline = time.monotonic() + max(0.0, float(wait))
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    waited = f" after waiting {wait:g} s" if wait else ""
+                    raise HashkitError(
+                        f"index {root} is being written by {_describe_holder(_read_holder(fd))}{waited} "
+                        f"(lock {root / LOCK}); wait for it to finish, or pass --wait SECONDS"
+                    ) from None
+                time.sleep(min(0.2, max(0.01, deadline - time.monotonic())))
+        left = _read_holder(fd)
+        if left.get("pid") and not _pid_alive(left):
+            logger.warning(f"index {root}: taking over the writer lock left by {_describe_holder(left)}, which is no "
+                           "longer running (its lock was released when it died)")
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now(), "purpose": purpose}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+        _HELD[key] = 1
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise HashkitError(
-                f"index {root} is being written by another process (lock {root / LOCK}); wait and retry"
-            ) from None
-        yield
+            yield
+        finally:
+            del _HELD[key]
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # released cleanly: no holder to name
     finally:
-        os.close(fd)
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+# Internal name kept for the writers in this package.
+_writer_lock = writer_lock
+
+
+def _read_holder(fd: int) -> dict:
+    """The holder record in an open lock file ({} when empty or unreadable: an older hashkit, or none)."""
+    try:
+        text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+        record = json.loads(text) if text else {}
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _pid_alive(record: dict) -> bool:
+    """Whether the record's pid still runs (only knowable on the same host; assumed alive elsewhere)."""
+    if record.get("host") not in (None, socket.gethostname()):
+        return True
+    try:
+        os.kill(int(record["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, TypeError, OverflowError):
+        return True
+    return True
+
+
+def _describe_holder(record: dict) -> str:
+    if not record.get("pid"):
+        return "another process"
+    what = f" ({record['purpose']})" if record.get("purpose") else ""
+    return f"pid {record['pid']} on {record.get('host', '?')} since {record.get('since', '?')}{what}"
 
 
 def _fsync_dir(root: Path) -> None:

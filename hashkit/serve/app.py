@@ -118,7 +118,7 @@ def create_app(
         raise HashkitError(f"--images {images_root} is not a folder; pass the folder given to hashkit encode --images")
     hasher = load(checkpoint, gpu=gpu)
     live = LiveIndex(index, hasher.identity)
-    items = ItemSource(images_root, thumbnail_cache(cache_dir, Path(index)), max_pixels)
+    items = ItemSource(images_root, thumbnail_cache(cache_dir, str(index)), max_pixels)
     if labels and hasher.config.get("dataset"):
         threading.Thread(target=items.load_dataset, args=(dict(hasher.config),), daemon=True).start()
     else:

@@ -203,20 +203,27 @@ class SearchBatcher(Batcher):
 
 
 class LiveIndex:
-    """The index, opened read-only and reopened when ``manifest.json`` changes (a committed append)."""
+    """The index, opened read-only and reopened when ``manifest.json`` changes (a committed append).
+
+    A ``milvus://`` index is opened once: Milvus serves appends itself, so every search sees them.
+    """
 
     def __init__(self, path: str | os.PathLike, identity: dict[str, Any] | None = None) -> None:
-        from hashkit.index import Index
+        from hashkit.index import open_index
+        from hashkit.index.milvus import is_milvus_address
 
-        self.path = Path(path)
+        self.remote = is_milvus_address(path)
+        self.path: Any = str(path) if self.remote else Path(path)
         self._identity = identity
         self._lock = threading.Lock()
         self._stamp = self._manifest_stamp()
-        self._index = Index.open(self.path)
+        self._index = open_index(self.path)
         if identity is not None:
             self._index.check_compatible(identity)
 
     def _manifest_stamp(self) -> tuple[int, int, int] | None:
+        if self.remote:
+            return None
         try:
             st = os.stat(self.path / "manifest.json")
         except OSError:
@@ -340,11 +347,12 @@ class ItemSource:
         return data
 
 
-def thumbnail_cache(cache_dir: str | os.PathLike | None, index_path: Path) -> Path:
-    """``<cache>/thumbnails/<hash of the index folder>``."""
+def thumbnail_cache(cache_dir: str | os.PathLike | None, index_path: Path | str) -> Path:
+    """``<cache>/thumbnails/<hash of the index folder, or of the milvus:// address>``."""
     from hashkit.paths import cache_root
 
-    tag = hashlib.sha256(str(index_path.resolve()).encode()).hexdigest()[:16]
+    where = index_path if isinstance(index_path, str) and index_path.startswith("milvus://") else Path(index_path).resolve()
+    tag = hashlib.sha256(str(where).encode()).hexdigest()[:16]
     return cache_root(cache_dir) / "thumbnails" / tag
 
 
