@@ -103,15 +103,18 @@ def itq_rotation(projected: torch.Tensor, iterations: int, generator: torch.Gene
 
     Minimises Q(B, R) = ‖B − V R‖²_F by alternating: B = sgn(V R) (0 ↦ +1, as the authors' code), then the
     orthogonal Procrustes solution R = Ŝ Sᵀ where Bᵀ V = S Ω Ŝᵀ. R starts as the left singular vectors of a
-    k × k standard Gaussian matrix (the authors' initialisation). Returns R and Q / n before each update and
+    k × k standard Gaussian matrix (the authors' initialisation; drawn in float32, each singular vector's
+    largest entry made positive so that R₀ does not depend on the LAPACK build). Returns R and Q / n before each update and
     after the last one (non-increasing).
 
     FIRe's ``itq.py`` writes the update as ``VT.t() @ U.t()`` with torch.svd's V (not Vᵀ), i.e. Ŝᵀ Sᵀ, which is
     not the Procrustes solution and does not decrease Q; this is the paper's update."""
     v = projected.double()
     k = v.shape[1]
-    start = torch.randn(k, k, generator=generator, dtype=torch.float64, device=generator.device).to(v.device)
-    rotation = torch.linalg.svd(start)[0]
+    start = torch.randn(k, k, generator=generator, dtype=torch.float32, device=generator.device)
+    rotation = torch.linalg.svd(start.to(v.device, torch.float64))[0]
+    largest = rotation.abs().argmax(dim=0)  # each column's largest entry positive: LAPACK-independent R₀
+    rotation = rotation * torch.sign(rotation[largest, torch.arange(k, device=v.device)])[None, :]
     losses = []
     for _ in range(iterations):
         rotated = v @ rotation
