@@ -44,6 +44,6 @@ setup(
         "python-multipart>=0.0.9",
         "jinja2>=3.1",
     ],
-    extras_require={"faiss": ["faiss-cpu>=1.8"], "test": ["pytest>=8.0", "httpx>=0.27", "selenium>=4.20"]},
+    extras_require={"faiss": ["faiss-cpu>=1.8"], "shallow": ["scikit-learn>=1.3"], "test": ["pytest>=8.0", "httpx>=0.27", "selenium>=4.20"]},
     entry_points={"console_scripts": ["hashkit=hashkit.cli:main"]},
 )

@@ -173,8 +173,8 @@ def numpy_spectral_hashing(x: np.ndarray, nbits: int) -> np.ndarray:
 
 def test_spectral_hashing_codes_match_the_authors_eigenfunctions() -> None:
     """The spectral head's codes equal trainSH/compressSH's on training and unseen items, up to one sign per
-    bit (a flipped principal direction flips the odd modes). Fails if the mode bound lost its +1, the box
-    were not shifted to its minimum, or the modes were sorted largest eigenvalue first."""
+    bit (a flipped principal direction flips the odd modes). Fails if the box were not shifted to its
+    minimum (t − mn), or the modes were sorted largest eigenvalue first."""
     x = features(n=300)
     head, _ = fitted("sh", x[:240], 12)
     reference = numpy_spectral_hashing(x[:240], 12)
