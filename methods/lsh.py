@@ -45,7 +45,8 @@ class LSH(ClosedFormMethod):
         if center not in (0, 1):
             raise HashkitError(f"--center must be 0 or 1 (hyperplanes through the origin or the mean), got {center}")
         weight = lsh_hyperplanes(self.code_length, features.shape[1], seeded_generator()).to(features.device)
-        mean = features.double().mean(dim=0) if center else torch.zeros(features.shape[1], dtype=torch.float64, device=features.device)
-        bias = -(weight.double() @ mean)
+        x = features.double()
+        origin = x.mean(dim=0) if center else torch.zeros_like(x[0])  # a point every hyperplane goes through
+        bias = -(weight.double() @ origin)
         self.head_module.set_projection(weight, bias.float())
-        return fitted_statistics(features.double() @ weight.double().t() + bias)
+        return fitted_statistics(x @ weight.double().t() + bias)
