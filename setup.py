@@ -49,6 +49,7 @@ setup(
     ],
     extras_require={
         "faiss": ["faiss-cpu>=1.8"],
+        "shallow": ["scikit-learn>=1.3"],  # IMH's k-means and t-SNE
         # milvus:// indexes (docs/milvus.md); milvus-server: the embedded Milvus server for local use and tests
         "milvus": ["pymilvus>=2.5.18,<2.6"],
         "milvus-server": ["pymilvus>=2.5.18,<2.6", "milvus==2.3.5"],

@@ -225,12 +225,15 @@ def recipe_layers(method: str, recipe: str, dataset: str | None = None) -> list[
     return layers
 
 
-def recipe_values(method: str, recipe: str, freeze_backbone: bool = False, dataset: str | None = None) -> dict[str, Any]:
+def recipe_values(method: str, recipe: str, freeze_backbone: bool | None = None, dataset: str | None = None) -> dict[str, Any]:
     """What recipe ``recipe`` sets for ``method`` on ``dataset``: the shared recipe, then the method's own
-    values, each with its per-data-set table on top."""
+    values, each with its per-data-set table on top. ``freeze_backbone``: the flag as given (None = not
+    given: then the recipe's own value, e.g. the shallow methods' CPU recipe on the pooled features)."""
     values: dict[str, Any] = {}
     for _, table in recipe_layers(method, recipe, dataset):
         values.update(table)
+    if freeze_backbone is None:
+        freeze_backbone = bool(values.get("freeze_backbone"))
     if freeze_backbone and recipe == "cpu":
         for key in FREEZE_BACKBONE_DROPS:
             values.pop(key, None)
@@ -265,7 +268,7 @@ def resolve_config(given: Mapping[str, Any], init_config: Mapping[str, Any] | No
     recipe = given["recipe"]
     config: dict[str, Any] = default_values(method)
     dataset = given.get("dataset", all_flags()["dataset"].default)
-    recipe_set = recipe_values(method, recipe, bool(given.get("freeze_backbone")), dataset)
+    recipe_set = recipe_values(method, recipe, given.get("freeze_backbone"), dataset)
     if "optimizer" in given and given["optimizer"] != recipe_set.get("optimizer", config["optimizer"]):
         # Another optimiser than the recipe's: its momentum settings belong to the recipe's optimiser.
         recipe_set = {k: v for k, v in recipe_set.items() if k not in OPTIMIZER_SPECIFIC}

@@ -234,4 +234,4 @@ def test_a_checkpoint_from_before_heads_loads_into_the_linear_head() -> None:
 def test_unknown_head_is_one_line(capsys) -> None:
     assert cli(["train", "--method", "dpsh", "--hash-head", "nope", "--dry-run"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--hash-head 'nope' is unknown; valid heads: bn, fixed_linear, linear, mlp, no_bias, relu_linear" in err[0]
+    assert len(err) == 1 and "--hash-head 'nope' is unknown; valid heads: anchors, bn, fixed_linear, linear, mlp, no_bias, relu_linear, spectral" in err[0]
