@@ -17,3 +17,17 @@ FIRE_SEED: dict[str, Any] = {
     "batch_size": 64, "max_iter": 100, "lr_schedule": "step", "lr_step_size": 80, "lr_gamma": 0.1,
     "lr_interval": "epoch", "train_transform": "resized_crop_flip", "test_transform": "center_crop",
 }  # fmt: skip
+
+# The training recipe of swuxyj/DeepHash-pytorch (its utils/tools.py and the methods' get_config: DSH, DTSH,
+# DCH, DFH): AlexNet with a linear hash layer (torch's default init, no tanh), RMSprop lr 1e-5 on every layer,
+# weight decay 1e-5, a constant lr; Resize(256) + RandomCrop(224) + flip for training and Resize(256) +
+# CenterCrop(224) for testing. Each method adds its batch size and epochs.
+DEEPHASH_PYTORCH_SEED: dict[str, Any] = {
+    "arch": "alexnet", "optimizer": "rmsprop", "lr": 1e-5, "hash_lr_mult": 1.0, "weight_decay": 1e-5,
+    "momentum": 0.0, "lr_schedule": "constant", "image_size": 224, "hash_activation": "none",
+    "hash_init_std": None, "train_transform": "resize256_randomcrop224_flip",
+    "test_transform": "resize256_centercrop224",
+}  # fmt: skip
+# On CIFAR-10 (its cifar_dataset) the same code resizes the 32-px images to 224 for training and testing alike:
+# no crop, no flip.
+DEEPHASH_PYTORCH_CIFAR10: dict[str, Any] = {"train_transform": "resize", "test_transform": "resize"}
