@@ -23,8 +23,8 @@ Readings:
 * Not exact under torchrun: pairs and weights are formed inside each process's part of the batch.
 
 Hyper-parameters: γ = 20, λ = 0.1 (DeepHash-pytorch's). Seed recipe: DeepHash-pytorch
-(hashkit.method_parts.reference_recipes.DEEPHASH_PYTORCH_SEED) with batch 128 and 150 epochs; on CIFAR-10 its
-resize-only transforms. CPU recipe: the shared one, not yet measured for DCH.
+(hashkit.method_parts.reference_recipes.deephash_pytorch_recipes) with batch 128 and 150 epochs; on CIFAR-10 its
+resize-only transforms, on the other data sets its 256 → 224 crops. CPU recipe: the shared one, not yet measured for DCH.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 
 from hashkit.method import Batch, HashingMethod, Hyper, similarity
 from hashkit.method_parts.pairs import balanced_pair_weights
-from hashkit.method_parts.reference_recipes import DEEPHASH_PYTORCH_CIFAR10, DEEPHASH_PYTORCH_SEED
+from hashkit.method_parts.reference_recipes import deephash_pytorch_recipes
 from hashkit.registry import METHODS
 
 MAX_COSINE = 0.99  # the reference's clamp: d ≥ K/2 · 0.01
@@ -69,8 +69,7 @@ class DCH(HashingMethod):
     }
     recipes = {
         # DeepHash-pytorch DCH.py get_config: batch 128, 150 epochs (evaluated every 5).
-        "seed": {**DEEPHASH_PYTORCH_SEED, "batch_size": 128, "max_iter": 150, "gamma": 20.0, "lamda": 0.1},
-        "seed@cifar10": dict(DEEPHASH_PYTORCH_CIFAR10),
+        **deephash_pytorch_recipes(batch_size=128, max_iter=150, gamma=20.0, lamda=0.1),
         "cpu": {},  # the shared CPU recipe as it is; unmeasured for DCH
     }
     supports_distributed = False  # pairs and their weights are formed inside each process's part of the batch

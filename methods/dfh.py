@@ -29,8 +29,8 @@ Readings:
 
 Hyper-parameters (DeepHash-pytorch's): m = 3 (``--margin``), μ = 0.1, ν = 1 (``--nu``, its ``vul``),
 ν_q = 1 (``--center-quantization``, its ``nta``), η = 0.5. Seed recipe: DeepHash-pytorch
-(hashkit.method_parts.reference_recipes.DEEPHASH_PYTORCH_SEED) with batch 64 and 150 epochs; on CIFAR-10 its
-resize-only transforms. CPU recipe: the shared one, not yet measured for DFH.
+(hashkit.method_parts.reference_recipes.deephash_pytorch_recipes) with batch 64 and 150 epochs; on CIFAR-10 its
+resize-only transforms, on the other data sets its 256 → 224 crops. CPU recipe: the shared one, not yet measured for DFH.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from hashkit.method import Batch, Hyper, TrainingData
 from hashkit.method_parts.memory import PairwiseMemoryMethod
-from hashkit.method_parts.reference_recipes import DEEPHASH_PYTORCH_CIFAR10, DEEPHASH_PYTORCH_SEED
+from hashkit.method_parts.reference_recipes import deephash_pytorch_recipes
 from hashkit.registry import METHODS
 
 CENTER_STEPS = 200
@@ -103,11 +103,9 @@ class DFH(PairwiseMemoryMethod):
     }
     recipes = {
         # DeepHash-pytorch DFH.py get_config: batch 64, 150 epochs (evaluated every 5).
-        "seed": {
-            **DEEPHASH_PYTORCH_SEED, "batch_size": 64, "max_iter": 150,
-            "margin": 3.0, "mu": 0.1, "nu": 1.0, "center_quantization": 1.0, "eta": 0.5,
-        },
-        "seed@cifar10": dict(DEEPHASH_PYTORCH_CIFAR10),
+        **deephash_pytorch_recipes(
+            batch_size=64, max_iter=150, margin=3.0, mu=0.1, nu=1.0, center_quantization=1.0, eta=0.5
+        ),
         "cpu": {},  # the shared CPU recipe as it is; unmeasured for DFH
     }  # fmt: skip
     # supports_distributed: True (PairwiseMemoryMethod) — centers and codes b are computed in observe from the

@@ -20,8 +20,9 @@ Readings:
 * Relaxation "none": the loss reads u as it is (the reference's AlexNet ends in a linear layer).
 * Multi-label: y_ij = 0 when the two items share at least one label (the reference's ``y @ Y.t() == 0``).
 
-Seed recipe: DeepHash-pytorch (hashkit.method_parts.reference_recipes.DEEPHASH_PYTORCH_SEED) with batch 64
-and 250 epochs; on CIFAR-10 its resize-only transforms. CPU recipe: the shared one (hashkit.recipes), not
+Seed recipe: DeepHash-pytorch (hashkit.method_parts.reference_recipes.deephash_pytorch_recipes) with batch 64
+and 250 epochs; on CIFAR-10 its resize-only
+transforms, on the other data sets its 256 → 224 crops. CPU recipe: the shared one (hashkit.recipes), not
 yet measured for DSH.
 """
 
@@ -32,7 +33,7 @@ import torch
 from hashkit.method import Batch, Hyper
 from hashkit.method_parts.memory import PairwiseMemoryMethod
 from hashkit.method_parts.pairs import squared_distances
-from hashkit.method_parts.reference_recipes import DEEPHASH_PYTORCH_CIFAR10, DEEPHASH_PYTORCH_SEED
+from hashkit.method_parts.reference_recipes import deephash_pytorch_recipes
 from hashkit.registry import METHODS
 
 
@@ -60,8 +61,7 @@ class DSH(PairwiseMemoryMethod):
     }
     recipes = {
         # DeepHash-pytorch DSH.py get_config: batch 64, 250 epochs (evaluated every 15).
-        "seed": {**DEEPHASH_PYTORCH_SEED, "batch_size": 64, "max_iter": 250, "alpha": 0.1, "margin_per_bit": 2.0},
-        "seed@cifar10": dict(DEEPHASH_PYTORCH_CIFAR10),
+        **deephash_pytorch_recipes(batch_size=64, max_iter=250, alpha=0.1, margin_per_bit=2.0),
         # cpu: the shared CPU recipe as it is (the pairwise memory methods' choice, as DPSH); unmeasured for DSH.
         "cpu": {},
     }

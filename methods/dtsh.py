@@ -19,8 +19,9 @@ Readings:
   share a label (the reference's ``y @ y.t() > 0``).
 * Not exact under torchrun: the triplets are formed inside each process's part of the batch.
 
-Seed recipe: DeepHash-pytorch (hashkit.method_parts.reference_recipes.DEEPHASH_PYTORCH_SEED) with batch 128
-and 150 epochs; on CIFAR-10 its resize-only transforms. CPU recipe: the shared one, not yet measured for DTSH.
+Seed recipe: DeepHash-pytorch (hashkit.method_parts.reference_recipes.deephash_pytorch_recipes) with batch 128
+and 150 epochs; on CIFAR-10 its resize-only
+transforms, on the other data sets its 256 → 224 crops. CPU recipe: the shared one, not yet measured for DTSH.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 
 from hashkit.method import Batch, HashingMethod, Hyper, similarity
 from hashkit.method_parts.pairs import anchor_triplet_nll
-from hashkit.method_parts.reference_recipes import DEEPHASH_PYTORCH_CIFAR10, DEEPHASH_PYTORCH_SEED
+from hashkit.method_parts.reference_recipes import deephash_pytorch_recipes
 from hashkit.registry import METHODS
 
 
@@ -53,8 +54,7 @@ class DTSH(HashingMethod):
     }
     recipes = {
         # DeepHash-pytorch DTSH.py get_config: batch 128, 150 epochs (evaluated every 15).
-        "seed": {**DEEPHASH_PYTORCH_SEED, "batch_size": 128, "max_iter": 150, "alpha": 5.0, "lamda": 1.0},
-        "seed@cifar10": dict(DEEPHASH_PYTORCH_CIFAR10),
+        **deephash_pytorch_recipes(batch_size=128, max_iter=150, alpha=5.0, lamda=1.0),
         "cpu": {},  # the shared CPU recipe as it is; unmeasured for DTSH
     }
     supports_distributed = False  # triplets are formed inside each process's part of the batch

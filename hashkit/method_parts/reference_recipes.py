@@ -20,14 +20,24 @@ FIRE_SEED: dict[str, Any] = {
 
 # The training recipe of swuxyj/DeepHash-pytorch (its utils/tools.py and the methods' get_config: DSH, DTSH,
 # DCH, DFH): AlexNet with a linear hash layer (torch's default init, no tanh), RMSprop lr 1e-5 on every layer,
-# weight decay 1e-5, a constant lr; Resize(256) + RandomCrop(224) + flip for training and Resize(256) +
-# CenterCrop(224) for testing. Each method adds its batch size and epochs.
+# weight decay 1e-5, a constant lr. Transforms: on CIFAR-10 (its cifar_dataset) the 32-px images are resized
+# to 224 for training and testing alike, no crop, no flip — the "seed" table, since CIFAR-10 is the default
+# data set and a "seed" value must be what the default run gets; on its image-list data sets (COCO, NUS-WIDE,
+# ImageNet, MIRFlickr: image_transform) Resize(256) + RandomCrop(224) + flip for training, Resize(256) +
+# CenterCrop(224) for testing — a "seed@DATASET" table for each of hashkit's other data sets.
 DEEPHASH_PYTORCH_SEED: dict[str, Any] = {
     "arch": "alexnet", "optimizer": "rmsprop", "lr": 1e-5, "hash_lr_mult": 1.0, "weight_decay": 1e-5,
     "momentum": 0.0, "lr_schedule": "constant", "image_size": 224, "hash_activation": "none",
-    "hash_init_std": None, "train_transform": "resize256_randomcrop224_flip",
-    "test_transform": "resize256_centercrop224",
+    "hash_init_std": None, "train_transform": "resize", "test_transform": "resize",
 }  # fmt: skip
-# On CIFAR-10 (its cifar_dataset) the same code resizes the 32-px images to 224 for training and testing alike:
-# no crop, no flip.
-DEEPHASH_PYTORCH_CIFAR10: dict[str, Any] = {"train_transform": "resize", "test_transform": "resize"}
+DEEPHASH_PYTORCH_IMAGE_LISTS: dict[str, Any] = {
+    "train_transform": "resize256_randomcrop224_flip", "test_transform": "resize256_centercrop224",
+}  # fmt: skip
+IMAGE_LIST_DATASETS: tuple[str, ...] = ("coco", "flickr25k", "folder", "imagenet100", "list", "nuswide10", "nuswide21")
+
+
+def deephash_pytorch_recipes(**method_values: Any) -> dict[str, dict[str, Any]]:
+    """A method's ``seed`` table (DeepHash-pytorch's recipe plus the method's own ``method_values``: batch,
+    epochs, hyper-parameters) and the ``seed@DATASET`` tables of its image-list transforms."""
+    tables = {f"seed@{dataset}": dict(DEEPHASH_PYTORCH_IMAGE_LISTS) for dataset in IMAGE_LIST_DATASETS}
+    return {"seed": {**DEEPHASH_PYTORCH_SEED, **method_values}, **tables}
