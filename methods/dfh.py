@@ -14,9 +14,11 @@ and relaxed class centers V (bits × classes), C = sign V:
 Readings:
 
 * The centers are updated as DeepHash-pytorch does (plain gradient steps on the relaxed V, whose gradient is
-  written out in closed form here); FIRe's ``dfh.py`` instead solves for C bit by bit (discrete cyclic
-  coordinate descent), with m = 1, μ = 1 — not implemented. V starts at 0, so C = sign 0 = 0 and b = sign u
+  written out in closed form here), the default. V starts at 0, so C = sign 0 = 0 and b = sign u
   on the first step, as the reference.
+* ``--center-update discrete``: FIRe's ``dfh.py`` instead sets the ±1 centers C by discrete cyclic
+  coordinate descent, class by class (c_i = sign(Y_i B − C'ᵀY'y_i − ν C'ᵀ1)), with m = 1 and μ = 1 as its
+  defaults; V then holds C itself.
 * The center update and b are computed in ``observe`` from the whole global batch (labels looked up in the
   memory): the same as the reference on one process, and identical on every torchrun process, so the loss
   (a batch mean against the memory) is exact under torchrun.
@@ -40,6 +42,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from hashkit.errors import HashkitError
 from hashkit.method import Batch, Hyper, TrainingData
 from hashkit.method_parts.memory import PairwiseMemoryMethod
 from hashkit.method_parts.reference_recipes import deephash_pytorch_recipes
@@ -75,6 +78,25 @@ def update_centers(
     return V
 
 
+def discrete_centers(C: torch.Tensor, labels: torch.Tensor, codes: torch.Tensor, nu: float) -> torch.Tensor:
+    """FIRe's ``discrete_center`` (discrete cyclic coordinate descent): for each class i in turn, with C' and Y'
+    the other classes' centers and label columns, c_i = sign(Y_i B − C'ᵀ Y' y_i − ν C'ᵀ 1), where Y (classes, b)
+    are the batch's labels, B (b, bits) its codes and y_i the batch's column of class i; ``C`` (bits, classes)
+    in and out, entries in {−1, 0, 1} (sign 0 = 0, as ``torch.sign``)."""
+    C = C.t().clone()  # (classes, bits) as the reference
+    Y = labels.to(C.dtype).t()
+    B = codes.to(C.dtype).t()  # (bits, b)
+    for i in range(C.shape[0]):
+        others = [j for j in range(C.shape[0]) if j != i]
+        q = (Y @ B.t())[i]
+        C_other, Y_other = C[others], Y[others]
+        C[i] = torch.sign(q - C_other.t() @ (Y_other @ Y[i]) - nu * C_other.sum(dim=0))
+    return C.t()
+
+
+CENTER_UPDATES = ("gradient", "discrete")
+
+
 def dfh_loss(
     u: torch.Tensor, codes: torch.Tensor, memory_u: torch.Tensor, s: torch.Tensor, margin: float, eta: float
 ) -> dict[str, torch.Tensor]:
@@ -100,11 +122,16 @@ class DFH(PairwiseMemoryMethod):
             1.0, "weight of DFH's center quantisation term mean (V − sign V)² (DeepHash-pytorch's nta = 1)", aliases=("nta",)
         ),
         "eta": Hyper(0.5, "weight η of DFH's quantisation term mean (b − u)² (DeepHash-pytorch's 0.5)"),
+        "center_update": Hyper(
+            "gradient", "gradient: DeepHash-pytorch's 200 gradient steps on relaxed centers; discrete: FIRe's "
+            "discrete cyclic coordinate descent on the ±1 centers (FIRe uses --margin 1 --mu 1)", str,
+        ),
     }
     recipes = {
         # DeepHash-pytorch DFH.py get_config: batch 64, 150 epochs (evaluated every 5).
         **deephash_pytorch_recipes(
-            batch_size=64, max_iter=150, margin=3.0, mu=0.1, nu=1.0, center_quantization=1.0, eta=0.5
+            batch_size=64, max_iter=150, margin=3.0, mu=0.1, nu=1.0, center_quantization=1.0, eta=0.5,
+            center_update="gradient",
         ),
         "cpu": {},  # the shared CPU recipe as it is; unmeasured for DFH
     }  # fmt: skip
@@ -112,6 +139,10 @@ class DFH(PairwiseMemoryMethod):
     # global batch, the loss is a batch mean against the memory.
 
     def setup(self, data: TrainingData) -> None:
+        if self.hparams["center_update"] not in CENTER_UPDATES:
+            raise HashkitError(
+                f"--center-update {self.hparams['center_update']!r} is unknown; valid: {', '.join(CENTER_UPDATES)}"
+            )
         super().setup(data)
         assert data.labels is not None
         self.V = torch.zeros(self.code_length, data.labels.shape[1], device=self.device)
@@ -125,9 +156,12 @@ class DFH(PairwiseMemoryMethod):
         labels = self.memory.labels[index]
         codes = torch.sign(float(self.hparams["mu"]) * labels @ torch.sign(self.V).t() + u)
         self.targets[index] = codes
-        self.V = update_centers(
-            self.V, labels, codes, float(self.hparams["nu"]), float(self.hparams["center_quantization"])
-        )
+        if self.hparams["center_update"] == "discrete":  # V holds the ±1/0 centers themselves: sign V = V
+            self.V = discrete_centers(self.V, labels, codes, float(self.hparams["nu"]))
+        else:
+            self.V = update_centers(
+                self.V, labels, codes, float(self.hparams["nu"]), float(self.hparams["center_quantization"])
+            )
         super().observe(outputs, index)
 
     def loss(self, codes: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ from typing import Callable
 import pytest
 import torch
 
+from hashkit.errors import HashkitError
 from hashkit.method import Batch, TrainingData
 from hashkit.methods.dch import DCH
 from hashkit.methods.dfh import DFH
@@ -232,8 +233,8 @@ class ReferenceDFH:
     """DFHLoss: buffers U (bits × n), Y (classes × n), relaxed centers V (bits × classes) from 0, C = sign V.
     The center update is the reference's own: torch autograd on V, 200 steps of 0.03 (× 0.1 at 149 and 179)."""
 
-    def __init__(self, m: float, mu: float, vul: float, nta: float, eta: float) -> None:
-        self.m, self.mu, self.vul, self.nta, self.eta = m, mu, vul, nta, eta
+    def __init__(self, m: float, mu: float, vul: float, nta: float, eta: float, discrete: bool = False) -> None:
+        self.m, self.mu, self.vul, self.nta, self.eta, self.discrete = m, mu, vul, nta, eta, discrete
         self.U = [[0.0] * N for _ in range(K)]
         self.Y = [[0.0] * N for _ in range(C)]
         self.V = torch.zeros(K, C, dtype=torch.float64)
@@ -249,7 +250,10 @@ class ReferenceDFH:
                 self.Y[c][i] = y[col][c]
         Cs = [[sign(float(v)) for v in row] for row in self.V]
         b = [[sign(self.mu * dot(Cs[k], y[col]) + u[col][k]) for col in range(len(u))] for k in range(K)]
-        self.center_gradient(torch.tensor(y, dtype=torch.float64), torch.tensor(b, dtype=torch.float64))
+        if self.discrete:
+            self.discrete_center(y, b)
+        else:
+            self.center_gradient(torch.tensor(y, dtype=torch.float64), torch.tensor(b, dtype=torch.float64))
         U, Y = [r[:] for r in self.U], [r[:] for r in self.Y]
 
         def loss(v: Matrix) -> float:
@@ -263,6 +267,19 @@ class ReferenceDFH:
             return metric / (len(v) * N) + self.eta * quantization / (len(v) * K)
 
         return loss
+
+    def discrete_center(self, y: Matrix, b: Matrix) -> None:
+        """FIRe's DFHLoss.discrete_center on C (classes × bits) = sign Vᵀ, Y = yᵀ, B = b (bits × batch): for each
+        class i in turn, C[i] = sign(q − C'ᵀ Y' v − vul · C'ᵀ 1) with q = (Y Bᵀ)[i], v = Y[i] and C', Y' without row i."""
+        Cm = [[sign(float(self.V[k][c])) for k in range(K)] for c in range(C)]
+        Y = [[y[j][c] for j in range(len(y))] for c in range(C)]
+        for i in range(C):
+            others = [j for j in range(C) if j != i]
+            q = [dot(Y[i], b[k]) for k in range(K)]
+            Yv = {j: dot(Y[j], Y[i]) for j in others}
+            Cm[i] = [sign(q[k] - sum(Cm[j][k] * Yv[j] for j in others) - self.vul * sum(Cm[j][k] for j in others))
+                     for k in range(K)]  # fmt: skip
+        self.V = torch.tensor(Cm, dtype=torch.float64).t()
 
     def center_gradient(self, batchy: torch.Tensor, batchb: torch.Tensor) -> None:
         V = self.V.clone().requires_grad_(True)
@@ -299,3 +316,30 @@ def test_dfh_loss_and_centers_are_deephash_pytorchs(multi_label: bool) -> None:
     # the centers do flip some of the second step's codes away from sign u
     targets = method.targets[torch.tensor(second)]
     assert (targets != torch.sign(u_second.float())).any()
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_dfh_discrete_centers_are_fires(multi_label: bool) -> None:
+    """``--center-update discrete`` with FIRe's m = 1, μ = 1: the centers after each step and the second step's
+    loss. Fails if a class's update read the other classes' centers from before this step's sweep (Jacobi
+    instead of cyclic coordinate descent)."""
+    labels = labels_of(N, multi_label)
+    hparams = {"margin": 1.0, "mu": 1.0, "nu": 1.0, "eta": 0.5, "center_update": "discrete"}
+    method = DFH(K, hparams, CPU)
+    method.setup(TrainingData(num_items=N, labels=labels))
+    reference = ReferenceDFH(1.0, 1.0, 1.0, 1.0, 0.5, discrete=True)
+    first, second = [0, 1, 2, 3, 4, 5], [4, 5, 6, 7, 8, 9]
+    u_first, u_second = outputs(6, seed=9, scale=0.8), outputs(6, seed=10, scale=0.8)
+    hashkit_step(method, u_first, batch(labels, first))
+    reference.step(rows(u_first), rows(labels[first]), first)
+    assert torch.equal(method.V.double(), reference.V) and method.V.abs().sum() > 0
+    value, grad = hashkit_step(method, u_second, batch(labels, second))
+    f = reference.step(rows(u_second), rows(labels[second]), second)
+    assert torch.equal(method.V.double(), reference.V)
+    assert_close(value, grad, f(rows(u_second)), central_differences(f, rows(u_second)))
+
+
+def test_dfh_unknown_center_update_is_one_line() -> None:
+    method = DFH(K, {"center_update": "sgd"}, CPU)
+    with pytest.raises(HashkitError, match="--center-update 'sgd' is unknown; valid: gradient, discrete"):
+        method.setup(TrainingData(num_items=N, labels=labels_of(N, False)))
