@@ -57,24 +57,36 @@ def update_centers(
     V: torch.Tensor, labels: torch.Tensor, codes: torch.Tensor, nu: float, center_quantization: float
 ) -> torch.Tensor:
     """DFH's relaxed centers V (bits, classes) after DeepHash-pytorch's 200 gradient steps on
-    mean (V Yᵀ − Bᵀ)² + ν mean (VᵀV − K(2I − 1))² + ν_q mean (V − sign V)² for the batch's labels Y (b, classes)
-    and codes B (b, bits). The gradient is written out (2RY/|R|, 2V(G + Gᵀ)/|G|, 2(V − sign V)/|V|, with sign
-    contributing none, as under autograd) rather than taken by autograd: 200 small steps per batch."""
+    mean (V Yᵀ − Bᵀ)² + ν mean (VᵀV − T)² + ν_q mean (V − sign V)², T = K(2I − 1), for the batch's labels
+    Y (b, classes) and codes B (b, bits).
+
+    The gradient is written out rather than taken by autograd (200 steps per batch): with R = V Yᵀ − Bᵀ and
+    G = VᵀV − T (symmetric), it is 2RY/|R| + ν·4VG/|G| + ν_q·2(V − sign V)/|V| (sign contributing none, as
+    under autograd), = V(k YᵀY + ν·4G/|G|) − k BᵀY + …, k = 2/|R|, so YᵀY and BᵀY are formed once. The
+    steps run on one CPU thread: on a busy 2-core machine torch's second thread made these tiny products
+    5-100 × slower (measured 23 ms against 0.6-2.5 s per batch at 32 bits, 10 classes, batch 64)."""
     bits, classes = V.shape
     target = bits * (2.0 * torch.eye(classes, dtype=V.dtype, device=V.device) - 1.0)
     labels, codes = labels.to(V.dtype), codes.to(V.dtype)
+    k_intra = 2.0 / (bits * len(labels))
+    k_inter = nu * 4.0 / (classes * classes)
+    k_quantization = center_quantization * 2.0 / V.numel()
+    label_gram = k_intra * labels.t() @ labels
+    code_labels = k_intra * codes.t() @ labels
     step = CENTER_STEP_SIZE
-    for i in range(CENTER_STEPS):
-        residual = V @ labels.t() - codes.t()
-        gram = V.t() @ V - target
-        gradient = (
-            2.0 * residual @ labels / residual.numel()
-            + nu * 2.0 * V @ (gram + gram.t()) / gram.numel()
-            + center_quantization * 2.0 * (V - torch.sign(V)) / V.numel()
-        )
-        if i in CENTER_DECAY_AT:
-            step *= 0.1
-        V = V - step * gradient
+    threads = torch.get_num_threads()
+    if V.device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        for i in range(CENTER_STEPS):
+            gradient = (
+                V @ (label_gram + k_inter * (V.t() @ V - target)) - code_labels + k_quantization * (V - torch.sign(V))
+            )
+            if i in CENTER_DECAY_AT:
+                step *= 0.1
+            V = V - step * gradient
+    finally:
+        torch.set_num_threads(threads)
     return V
 
 
