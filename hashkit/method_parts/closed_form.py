@@ -30,7 +30,8 @@ from hashkit.method import HashingMethod
 class ClosedFormMethod(HashingMethod):
     """Base of the shallow methods: unsupervised, fitted in closed form, encoded by the head they set."""
 
-    family = "shallow (closed form)"
+    family = "shallow"
+    reference_code: ClassVar[tuple[str, ...]] = ("CISiPLab/cisip-FIRe",)
     supervised = False
     closed_form = True
     head = "fixed_linear"

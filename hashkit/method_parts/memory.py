@@ -50,6 +50,11 @@ class PairwiseMemory:
             raise RuntimeError("this memory holds no labels (it was loaded from a state without them)")
         return similarity(batch_labels.to(self.labels.dtype), self.labels)
 
+    def written_similarity(self, batch_labels: torch.Tensor) -> torch.Tensor:
+        """S (b, n) as :meth:`similarity` but 0 for rows never written: DeepHash-pytorch's label buffer Y
+        starts at zeros and is written with U, so an unseen item is dissimilar to everything (DSH, DFH)."""
+        return self.similarity(batch_labels) * self.filled[None, :].to(self.labels.dtype)
+
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"U": self.U, "filled": self.filled}
         if self.labels is not None:

@@ -39,3 +39,21 @@ DEEPHASH_PYTORCH_SEED: dict[str, Any] = {
     "train_transform": "resize256_randomcrop224_flip", "test_transform": "resize256_centercrop224",
 }  # fmt: skip
 DEEPHASH_PYTORCH_SEED_CIFAR10: dict[str, Any] = {"train_transform": "resize", "test_transform": "resize"}
+
+# The training part of swuxyj/DeepHash-pytorch's recipe for the methods that take it whole (its utils/tools.py and
+# the methods' get_config: DSH, DTSH, DCH, DFH): AlexNet with a linear hash layer (torch's default init, no tanh),
+# RMSprop lr 1e-5 on every layer, weight decay 1e-5, a constant lr, 224 px.
+DEEPHASH_PYTORCH_TRAINING: dict[str, Any] = {
+    "arch": "alexnet", "optimizer": "rmsprop", "lr": 1e-5, "hash_lr_mult": 1.0, "weight_decay": 1e-5,
+    "momentum": 0.0, "lr_schedule": "constant", "image_size": 224, "hash_activation": "none",
+    "hash_init_std": None,
+}  # fmt: skip
+
+
+def deephash_pytorch_recipes(**method_values: Any) -> dict[str, dict[str, Any]]:
+    """A method's ``seed`` table (DeepHash-pytorch's training recipe and its image-list transforms, plus the
+    method's own ``method_values``: batch, epochs, hyper-parameters) and its ``seed@cifar10`` table (resize only)."""
+    return {
+        "seed": {**DEEPHASH_PYTORCH_TRAINING, **DEEPHASH_PYTORCH_SEED, **method_values},
+        "seed@cifar10": dict(DEEPHASH_PYTORCH_SEED_CIFAR10),
+    }
