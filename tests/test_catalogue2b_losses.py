@@ -19,6 +19,7 @@ import torch
 from hashkit.errors import HashkitError
 from hashkit.method import Batch, TrainingData
 from hashkit.methods.dsdh import DSDH
+from hashkit.methods.idhn import IDHN
 
 CPU = torch.device("cpu")
 K, C, N = 8, 4, 12  # bits, classes, training items
@@ -151,5 +152,67 @@ def test_dsdh_loss_and_discrete_step_are_the_references(multi_label: bool, quant
 def test_dsdh_unknown_quantization_is_one_line() -> None:
     method = DSDH(K, {"quantization": "l1"}, CPU)
     with pytest.raises(HashkitError, match="--quantization 'l1' is unknown; valid: sum, mean, none"):
+        method.setup(TrainingData(num_items=N, labels=labels_of(N, False).float()))
+
+
+# ---------------------------------------------------------------------------------------------- IDHN / ISDH
+
+
+class ReferenceIDHN:
+    """DeepHash-pytorch IDHN.py / ISDH.py ``DPSHLoss``: buffers U (n × bits) and Y (n × classes) from zeros."""
+
+    def __init__(self, alpha: float, gamma: float, lamda: float, variant: str) -> None:
+        self.alpha, self.gamma, self.lamda, self.variant = alpha, gamma, lamda, variant
+        self.U = torch.zeros(N, K, dtype=F64)
+        self.Y = torch.zeros(N, C, dtype=F64)
+
+    def forward(self, u: torch.Tensor, y: torch.Tensor, ind: list[int]) -> torch.Tensor:
+        u = u / (u.abs() + 1)
+        self.U[ind, :] = u.data
+        self.Y[ind, :] = y
+        s = y @ self.Y.t()
+        norm = y.pow(2).sum(dim=1, keepdim=True).pow(0.5) @ self.Y.pow(2).sum(dim=1, keepdim=True).pow(0.5).t()
+        s = s / (norm + 0.00001)
+        M = (s > 0.99).to(F64) + (s < 0.01).to(F64)
+        inner = self.alpha * u @ self.U.t()
+        log_loss = torch.log(1 + torch.exp(-inner.abs())) + inner.clamp(min=0) - s * inner
+        if self.variant == "isdh":
+            loss1 = (self.gamma * M * log_loss + (1 - M) * (s - torch.sigmoid(inner)).pow(2)).mean()
+        else:
+            mse = (inner + K - 2 * s * K).pow(2)
+            loss1 = (M * log_loss + self.gamma * (1 - M) * mse).mean()
+        return loss1 + self.lamda * (u.abs() - 1).abs().mean()
+
+
+@pytest.mark.parametrize("variant", ["idhn", "isdh"])
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_idhn_loss_is_deephash_pytorchs(multi_label: bool, variant: str) -> None:
+    """Two steps against the memory (rows 10, 11 never written: zero labels in the reference's buffer); the
+    multi-label batch has soft pairs (cosine 1/√2, 1/2, …) that take the squared term. Fails if the soft pairs
+    took the likelihood too (M = 1 throughout) or unwritten rows counted by their labels."""
+    labels = labels_of(N, multi_label)
+    gamma = 0.1 if variant == "idhn" else 10.0
+    method = IDHN(K, {"alpha": 0.5, "gamma": gamma, "lamda": 0.3, "variant": variant}, CPU)
+    method.setup(TrainingData(num_items=N, labels=labels.float()))
+    reference = ReferenceIDHN(0.5, gamma, 0.3, variant)
+    first, second = [0, 1, 2, 3, 4, 5, 8], [2, 3, 5, 6, 7, 9]
+    u_first, u_second = outputs(7, seed=11), outputs(6, seed=12)
+    hashkit_step(method, u_first, batch(labels, first))
+    reference.forward(u_first, labels[first], first)
+    value, grad = hashkit_step(method, u_second, batch(labels, second))
+    saved_U, saved_Y = reference.U.clone(), reference.Y.clone()
+
+    def f(v: torch.Tensor) -> torch.Tensor:
+        reference.U, reference.Y = saved_U.clone(), saved_Y.clone()
+        return reference.forward(v, labels[second], second)
+
+    assert_close(value, grad, *reference_value_and_grad(f, u_second))
+    cosine = torch.nn.functional.normalize(labels[second], dim=1) @ torch.nn.functional.normalize(labels, dim=1).t()
+    assert multi_label == bool(((cosine > 0.01) & (cosine < 0.99)).any())  # soft pairs only in the multi-label batch
+
+
+def test_idhn_unknown_variant_is_one_line() -> None:
+    method = IDHN(K, {"variant": "dpsh"}, CPU)
+    with pytest.raises(HashkitError, match="--variant 'dpsh' is unknown; valid: idhn, isdh"):
         method.setup(TrainingData(num_items=N, labels=labels_of(N, False).float()))
 

@@ -153,6 +153,8 @@ TABLE: list[tuple[str, str, dict[str, Any]]] = [
     *rows("dsdh", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch DSDH.py get_config (alpha 1, nu 1, mu 1, eta 55, dcc_iter 10)",
                    "max_iter": 150, "batch_size": 128, "mu": 1.0, "nu": 1.0, "eta": 55.0, "dcc_iter": 10},
          DEEPHASH_TRANSFORMS),
+    *rows("idhn", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch IDHN.py get_config (alpha 0.5, gamma 0.1, lambda 0.1)",
+                   "max_iter": 150, "batch_size": 128, "alpha": 0.5, "gamma": 0.1, "lamda": 0.1}, DEEPHASH_TRANSFORMS),
 ]  # fmt: skip
 
 
