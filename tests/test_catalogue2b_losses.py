@@ -18,6 +18,7 @@ import torch
 
 from hashkit.errors import HashkitError
 from hashkit.method import Batch, TrainingData
+from hashkit.methods.dbdh import DBDH
 from hashkit.methods.dsdh import DSDH
 from hashkit.methods.idhn import IDHN
 
@@ -214,5 +215,62 @@ def test_idhn_loss_is_deephash_pytorchs(multi_label: bool, variant: str) -> None
 def test_idhn_unknown_variant_is_one_line() -> None:
     method = IDHN(K, {"variant": "dpsh"}, CPU)
     with pytest.raises(HashkitError, match="--variant 'dpsh' is unknown; valid: idhn, isdh"):
+        method.setup(TrainingData(num_items=N, labels=labels_of(N, False).float()))
+
+
+# ---------------------------------------------------------------------------------------------- DBDH
+
+
+class ReferenceDBDH:
+    """DeepHash-pytorch DBDH.py ``DPSHLoss`` (FIRe's dbdh.py is the same with ``ind`` given): buffers U (n × bits)
+    and Y (n × classes) from zeros, u clamped to [−1, 1] before it is written."""
+
+    def __init__(self, alpha: float, p: int) -> None:
+        self.alpha, self.p = alpha, p
+        self.U = torch.zeros(N, K, dtype=F64)
+        self.Y = torch.zeros(N, C, dtype=F64)
+
+    def forward(self, u: torch.Tensor, y: torch.Tensor, ind: list[int]) -> torch.Tensor:
+        u = u.clamp(min=-1, max=1)
+        self.U[ind, :] = u.data
+        self.Y[ind, :] = y
+        s = (y @ self.Y.t() > 0).to(F64)
+        inner = u @ self.U.t() * 0.5
+        likelihood = ((1 + (-(inner.abs())).exp()).log() + inner.clamp(min=0) - s * inner).mean()
+        if self.p == 1:
+            quantization = self.alpha * u.mean(dim=1).abs().mean()
+        else:
+            quantization = self.alpha * u.mean(dim=1).pow(2).mean()
+        return likelihood + quantization
+
+
+@pytest.mark.parametrize("power", [2, 1])
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_dbdh_loss_is_deephash_pytorchs(multi_label: bool, power: int) -> None:
+    """Two steps against the memory; outputs of scale 1.5, so many entries lie beyond the clamp (zero gradient
+    there). Fails if the balance term averaged over the batch before the bits (a per-bit balance,
+    ``u.mean(dim=0)``) or the clamp were left out."""
+    labels = labels_of(N, multi_label)
+    method = DBDH(K, {"alpha": 0.7, "power": power}, CPU)
+    method.setup(TrainingData(num_items=N, labels=labels.float()))
+    reference = ReferenceDBDH(0.7, power)
+    first, second = [0, 1, 2, 3, 4], [3, 4, 5, 6, 7, 8]
+    u_first, u_second = outputs(5, seed=21), outputs(6, seed=22)
+    hashkit_step(method, u_first, batch(labels, first))
+    reference.forward(u_first, labels[first], first)
+    value, grad = hashkit_step(method, u_second, batch(labels, second))
+    saved_U, saved_Y = reference.U.clone(), reference.Y.clone()
+
+    def f(v: torch.Tensor) -> torch.Tensor:
+        reference.U, reference.Y = saved_U.clone(), saved_Y.clone()
+        return reference.forward(v, labels[second], second)
+
+    assert_close(value, grad, *reference_value_and_grad(f, u_second))
+    assert (u_second.abs() > 1).any() and (grad[u_second.abs() > 1] == 0).all()
+
+
+def test_dbdh_unknown_power_is_one_line() -> None:
+    method = DBDH(K, {"power": 3}, CPU)
+    with pytest.raises(HashkitError, match="--power 3 is not supported; valid: 1, 2"):
         method.setup(TrainingData(num_items=N, labels=labels_of(N, False).float()))
 

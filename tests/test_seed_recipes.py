@@ -155,6 +155,9 @@ TABLE: list[tuple[str, str, dict[str, Any]]] = [
          DEEPHASH_TRANSFORMS),
     *rows("idhn", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch IDHN.py get_config (alpha 0.5, gamma 0.1, lambda 0.1)",
                    "max_iter": 150, "batch_size": 128, "alpha": 0.5, "gamma": 0.1, "lamda": 0.1}, DEEPHASH_TRANSFORMS),
+    *rows("dbdh", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch DBDH.py get_config (alpha 0.1, p 2, epoch_lr_decrease 50)",
+                   "scheduler": {"name": "step", "interval": "epoch", "step_size": 50, "gamma": 0.1}, "max_iter": 150,
+                   "batch_size": 128, "alpha": 0.1, "power": 2}, DEEPHASH_TRANSFORMS),
 ]  # fmt: skip
 
 
