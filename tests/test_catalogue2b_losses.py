@@ -21,6 +21,7 @@ from hashkit.method import Batch, TrainingData
 from hashkit.methods.dbdh import DBDH
 from hashkit.methods.dsdh import DSDH
 from hashkit.methods.idhn import IDHN
+from hashkit.methods.lcdsh import LCDSH
 
 CPU = torch.device("cpu")
 K, C, N = 8, 4, 12  # bits, classes, training items
@@ -273,4 +274,33 @@ def test_dbdh_unknown_power_is_one_line() -> None:
     method = DBDH(K, {"power": 3}, CPU)
     with pytest.raises(HashkitError, match="--power 3 is not supported; valid: 1, 2"):
         method.setup(TrainingData(num_items=N, labels=labels_of(N, False).float()))
+
+
+# ---------------------------------------------------------------------------------------------- LCDSH
+
+
+def reference_lcdsh(u: torch.Tensor, y: torch.Tensor, lamda: float) -> torch.Tensor:
+    """DeepHash-pytorch LCDSH.py ``LCDSHLoss``: s = 2(y yᵀ > 0) − 1, θ = clamp(½ u uᵀ, −50, 50),
+    L1 = mean log(1 + exp(−s θ)), b = sign u, L2 = mean (σ(θ) − σ(½ b bᵀ))²; L1 + λ L2."""
+    s = 2 * (y @ y.t() > 0).to(F64) - 1
+    inner = (u @ u.t() * 0.5).clamp(min=-50, max=50)
+    L1 = torch.log(1 + torch.exp(-s * inner)).mean()
+    b = u.sign()
+    L2 = (inner.sigmoid() - (b @ b.t() * 0.5).sigmoid()).pow(2).mean()
+    return L1 + lamda * L2
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_lcdsh_loss_is_deephash_pytorchs(multi_label: bool) -> None:
+    """In-batch pairs with ±1 similarities; one pair of outputs scaled up so that its θ passes the clamp at 50
+    (zero gradient from that pair, as the reference). Fails if the similarities were 0/1 instead of ±1."""
+    labels = labels_of(7, multi_label)
+    method = LCDSH(K, {"lamda": 2.5}, CPU)
+    method.setup(TrainingData(num_items=7, labels=labels.float()))
+    u = outputs(7, seed=31, scale=0.7)
+    u[5] = 4.0 * u[5].sign() + 0.1 * u[5]  # ½ ‖u_5‖² > 50: its diagonal θ is clamped
+    value, grad = hashkit_step(method, u, batch(labels, list(range(7))))
+    f = lambda v: reference_lcdsh(v, labels, 2.5)  # noqa: E731
+    assert_close(value, grad, *reference_value_and_grad(f, u))
+    assert 0.5 * float(u[5] @ u[5]) > 50
 

@@ -158,6 +158,8 @@ TABLE: list[tuple[str, str, dict[str, Any]]] = [
     *rows("dbdh", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch DBDH.py get_config (alpha 0.1, p 2, epoch_lr_decrease 50)",
                    "scheduler": {"name": "step", "interval": "epoch", "step_size": 50, "gamma": 0.1}, "max_iter": 150,
                    "batch_size": 128, "alpha": 0.1, "power": 2}, DEEPHASH_TRANSFORMS),
+    *rows("lcdsh", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch LCDSH.py get_config (lambda 3)", "max_iter": 350,
+                    "batch_size": 128, "lamda": 3.0}, DEEPHASH_TRANSFORMS),
 ]  # fmt: skip
 
 
