@@ -20,6 +20,7 @@ from hashkit.errors import HashkitError
 from hashkit.method import Batch, TrainingData
 from hashkit.methods.dbdh import DBDH
 from hashkit.methods.dsdh import DSDH
+from hashkit.methods.dshsd import DSHSD
 from hashkit.methods.idhn import IDHN
 from hashkit.methods.lcdsh import LCDSH
 
@@ -304,3 +305,54 @@ def test_lcdsh_loss_is_deephash_pytorchs(multi_label: bool) -> None:
     assert_close(value, grad, *reference_value_and_grad(f, u))
     assert 0.5 * float(u[5] @ u[5]) > 50
 
+
+# ---------------------------------------------------------------------------------------------- DSHSD
+
+
+def reference_dshsd(u: torch.Tensor, y: torch.Tensor, W: torch.Tensor, alpha: float, nuswide: bool) -> torch.Tensor:
+    """DeepHash-pytorch DSHSD.py ``DSHSDLoss``: u = tanh u, m = 2·bits, dist from the pairwise differences,
+    s = (y yᵀ == 0), Ld = α mean((1 − s)/2 dist + s/2 max(m − dist, 0)), o = fc(u) (weight W, no bias);
+    formula 8 (``"nuswide" in dataset``): mean Σ_c (o − y o + log(1 + e^{−o})), else formula 7:
+    mean Σ_c −y log softmax(o); Lc + Ld."""
+    u = torch.tanh(u)
+    m = 2 * u.shape[1]
+    dist = (u.unsqueeze(1) - u.unsqueeze(0)).pow(2).sum(dim=2)
+    s = (y @ y.t() == 0).to(F64)
+    Ld = alpha * ((1 - s) / 2 * dist + s / 2 * (m - dist).clamp(min=0)).mean()
+    o = u @ W.t()
+    if nuswide:
+        Lc = (o - y * o + ((1 + (-o).exp()).log())).sum(dim=1).mean()
+    else:
+        Lc = (-o.softmax(dim=1).log() * y).sum(dim=1).mean()
+    return Lc + Ld
+
+
+@pytest.mark.parametrize("classifier", ["fixed", "trained"])
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_dshsd_loss_is_deephash_pytorchs(multi_label: bool, classifier: str) -> None:
+    """In-batch contrastive term on tanh codes (outputs of scale 0.4, so that the margin 2·bits is active for
+    dissimilar pairs) plus the classification of the codes by the classifier's weight; the multi-label training
+    set takes formula 8 (``--classification auto``). Fails if the multi-label loss were the softmax one, or the
+    fixed classifier changed between steps."""
+    labels = labels_of(7, multi_label)
+    method = DSHSD(K, {"alpha": 0.3, "classifier": classifier}, CPU)
+    method.setup(TrainingData(num_items=7, labels=labels.float()))
+    assert method.multi_label == multi_label
+    W = method.classifier_weight.detach().double().clone()
+    assert W.shape == (C, K) and float(W.abs().max()) <= 1 / K**0.5
+    u = outputs(7, seed=41, scale=0.4)
+    value, grad = hashkit_step(method, u, batch(labels, list(range(7))))
+    f = lambda v: reference_dshsd(v, labels, W, 0.3, multi_label)  # noqa: E731
+    assert_close(value, grad, *reference_value_and_grad(f, u))
+    if classifier == "trained":
+        assert method.module is not None and method.module.weight.grad is not None
+    else:
+        assert method.module is None and torch.equal(method.classifier_weight.double(), W)
+
+
+def test_dshsd_unknown_choices_are_one_line() -> None:
+    labels = labels_of(7, False).float()
+    with pytest.raises(HashkitError, match="--classifier 'linear' is unknown; valid: fixed, trained"):
+        DSHSD(K, {"classifier": "linear"}, CPU).setup(TrainingData(num_items=7, labels=labels))
+    with pytest.raises(HashkitError, match="--classification 'ce' is unknown; valid: auto, softmax, sigmoid"):
+        DSHSD(K, {"classification": "ce"}, CPU).setup(TrainingData(num_items=7, labels=labels))

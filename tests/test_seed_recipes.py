@@ -160,6 +160,9 @@ TABLE: list[tuple[str, str, dict[str, Any]]] = [
                    "batch_size": 128, "alpha": 0.1, "power": 2}, DEEPHASH_TRANSFORMS),
     *rows("lcdsh", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch LCDSH.py get_config (lambda 3)", "max_iter": 350,
                     "batch_size": 128, "lamda": 3.0}, DEEPHASH_TRANSFORMS),
+    *rows("dshsd", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch DSHSD.py get_config (Adam 1e-5, betas 0.9/0.999, alpha 0.05)",
+                    "optimizer": "adam", "weight_decay": 0.0, "momentum": None, "max_iter": 250, "batch_size": 64,
+                    "alpha": 0.05}, DEEPHASH_TRANSFORMS),
 ]  # fmt: skip
 
 
