@@ -1,4 +1,4 @@
-"""DBDH — Deep Balanced Discrete Hashing for Image Retrieval (Zheng, Liu, Lin, Zhang, Qiao, Qian;
+"""DBDH — Deep Balanced Discrete Hashing for Image Retrieval (Zheng et al.;
 Neurocomputing 2020).
 
 DPSH's pairwise likelihood on codes clipped to [−1, 1], plus a balance term that drives every code's mean
@@ -51,7 +51,7 @@ class DBDH(PairwiseMemoryMethod):
     family = "pairwise"
     reference_code = ('swuxyj/DeepHash-pytorch', 'CISiPLab/cisip-FIRe')
     relaxation = "own"
-    paper = "Zheng, Liu, Lin, Zhang, Qiao, Qian. Deep Balanced Discrete Hashing for Image Retrieval. Neurocomputing 2020"
+    paper = "Zheng et al. Deep Balanced Discrete Hashing for Image Retrieval. Neurocomputing 2020"
     hyperparameters = {
         "alpha": Hyper(0.1, "weight α of DBDH's balance term mean |mean_k u_k|^p (DeepHash-pytorch's 0.1; FIRe's 1)"),
         "power": Hyper(

@@ -37,7 +37,7 @@ Readings:
 * Relaxation "none" (the references' AlexNet ends linearly). Multi-label: s_ij = 1 when the items share a
   label; Y holds the multi-hot label vectors (the paper's classification term).
 
-Hyper-parameters (DeepHash-pytorch's ``get_config``, the paper's μ = 1, η = 55): μ = 1, ν = 1, η = 55,
+Hyper-parameters (DeepHash-pytorch's ``get_config``): μ = 1, ν = 1, η = 55,
 ``dcc_iter`` 10. Seed recipe: DeepHash-pytorch (hashkit.method_parts.reference_recipes.deephash_pytorch_recipes)
 with batch 128 and 150 epochs; on CIFAR-10 its resize-only transforms, on the other data sets its 256 → 224
 crops. CPU recipe: the shared one, not yet measured for DSDH.

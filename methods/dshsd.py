@@ -1,4 +1,4 @@
-"""DSHSD — Deep Supervised Hashing Based on Stable Distribution (Wu, Dai, Liu, Li, Wang; IEEE Access 2019).
+"""DSHSD — Deep Supervised Hashing Based on Stable Distribution (Wu et al.; IEEE Access 2019).
 
 DSH's contrastive loss on the tanh codes of the mini-batch plus a classification loss of a linear layer on
 the codes. As DeepHash-pytorch's ``DSHSD.py`` (``DSHSDLoss``), with u = tanh(outputs), m = 2·bits and a
@@ -81,7 +81,7 @@ class DSHSD(HashingMethod):
     family = "pairwise"
     reference_code = ('swuxyj/DeepHash-pytorch',)
     relaxation = "tanh"
-    paper = "Wu, Dai, Liu, Li, Wang. Deep Supervised Hashing Based on Stable Distribution. IEEE Access 2019"
+    paper = "Wu et al. Deep Supervised Hashing Based on Stable Distribution. IEEE Access 2019"
     hyperparameters = {
         "alpha": Hyper(0.05, "weight α of DSHSD's contrastive term (DeepHash-pytorch's 0.05)"),
         "margin_per_bit": Hyper(2.0, "DSHSD's contrastive margin m in units of the code length: m = this × bits (m = 2k)"),

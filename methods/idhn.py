@@ -1,5 +1,5 @@
-"""IDHN — Improved Deep Hashing with Soft Pairwise Similarity for Multi-label Image Retrieval (Zhang, Peng,
-Ma, Shao; IEEE TMM 2019, arXiv 1803.02987), with its first version ISDH (Instance Similarity Deep Hashing,
+"""IDHN — Improved Deep Hashing with Soft Pairwise Similarity for Multi-label Image Retrieval (Zhang, Zou,
+Lin, Chen, Wang; IEEE TMM 2019, arXiv 1803.02987), with its first version ISDH (Instance Similarity Deep Hashing,
 arXiv 1803.02987v1) as ``--variant isdh``.
 
 Soft pairwise similarities for multi-label data: s_ij ∈ [0, 1], the cosine of the two items' label vectors
@@ -71,7 +71,7 @@ class IDHN(PairwiseMemoryMethod):
     reference_code = ('swuxyj/DeepHash-pytorch',)
     relaxation = "own"
     paper = (
-        "Zhang, Peng, Ma, Shao. Improved Deep Hashing with Soft Pairwise Similarity for Multi-label Image "
+        "Zhang, Zou, Lin, Chen, Wang. Improved Deep Hashing with Soft Pairwise Similarity for Multi-label Image "
         "Retrieval. IEEE TMM 2019"
     )
     hyperparameters = {
