@@ -52,6 +52,13 @@ DEEPHASH_TRANSFORMS = {
     "imagenet100": {"train": "resize256_randomcrop224_flip", "test": "resize256_centercrop224"},
 }
 SAME = {"train": "resized_crop_flip", "test": "center_crop"}  # one transform pair on every data set (part I)
+# swuxyj/DeepHash-pytorch as it runs the catalogue II methods (utils/tools.py, network.py AlexNet, each method's
+# get_config): RMSprop lr 1e-5 on every layer, weight decay 1e-5, a constant lr, torchvision's dropout active.
+DEEPHASH_II = {
+    "arch": "alexnet", "optimizer": "rmsprop", "lr": 1e-5, "hash_lr": 1e-5, "weight_decay": 1e-5, "momentum": 0.0,
+    "scheduler": {"name": "constant", "interval": "epoch"}, "backbone_dropout": True, "head": "linear",
+    "hash_init_std": None,
+}  # fmt: skip
 
 
 def rows(method: str, common: dict[str, Any], transforms: dict[str, dict[str, str]] | None = None,
@@ -133,6 +140,29 @@ TABLE: list[tuple[str, str, dict[str, Any]]] = [
         "backbone_dropout": True, "head": "relu_linear", "hash_init_std": None, "hash_activation": "tanh",
         "topk": 5000,
     }),
+    # ---- catalogue II, DeepHash-pytorch
+    *rows("dsh", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch DSH.py get_config", "max_iter": 250,
+                  "batch_size": 64, "alpha": 0.1}, DEEPHASH_TRANSFORMS),
+    *rows("dtsh", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch DTSH.py get_config", "max_iter": 150,
+                   "batch_size": 128, "alpha": 5.0, "lamda": 1.0}, DEEPHASH_TRANSFORMS),
+    *rows("dch", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch DCH.py get_config", "max_iter": 150,
+                  "batch_size": 128, "gamma": 20.0, "lamda": 0.1}, DEEPHASH_TRANSFORMS),
+    *rows("dfh", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch DFH.py get_config (m 3, mu 0.1, vul 1, nta 1, eta 0.5)",
+                  "max_iter": 150, "batch_size": 64, "margin": 3.0, "mu": 0.1, "nu": 1.0, "center_quantization": 1.0,
+                  "eta": 0.5}, DEEPHASH_TRANSFORMS),
+    *rows("dsdh", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch DSDH.py get_config (alpha 1, nu 1, mu 1, eta 55, dcc_iter 10)",
+                   "max_iter": 150, "batch_size": 128, "mu": 1.0, "nu": 1.0, "eta": 55.0, "dcc_iter": 10},
+         DEEPHASH_TRANSFORMS),
+    *rows("idhn", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch IDHN.py get_config (alpha 0.5, gamma 0.1, lambda 0.1)",
+                   "max_iter": 150, "batch_size": 128, "alpha": 0.5, "gamma": 0.1, "lamda": 0.1}, DEEPHASH_TRANSFORMS),
+    *rows("dbdh", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch DBDH.py get_config (alpha 0.1, p 2, epoch_lr_decrease 50)",
+                   "scheduler": {"name": "step", "interval": "epoch", "step_size": 50, "gamma": 0.1}, "max_iter": 150,
+                   "batch_size": 128, "alpha": 0.1, "power": 2}, DEEPHASH_TRANSFORMS),
+    *rows("lcdsh", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch LCDSH.py get_config (lambda 3)", "max_iter": 350,
+                    "batch_size": 128, "lamda": 3.0}, DEEPHASH_TRANSFORMS),
+    *rows("dshsd", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch DSHSD.py get_config (Adam 1e-5, betas 0.9/0.999, alpha 0.05)",
+                    "optimizer": "adam", "weight_decay": 0.0, "momentum": None, "max_iter": 250, "batch_size": 64,
+                    "alpha": 0.05}, DEEPHASH_TRANSFORMS),
 ]  # fmt: skip
 
 

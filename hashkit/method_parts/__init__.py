@@ -2,7 +2,8 @@
 
 * :mod:`~hashkit.method_parts.centers` — fixed ±1 class codes (Hadamard, Bernoulli) and multi-label targets;
 * :mod:`~hashkit.method_parts.memory` — the pairwise memory of the training split's relaxed codes;
-* :mod:`~hashkit.method_parts.pairs` — squared distances, balanced pair weights, in-batch triplet likelihood (DSH, DCH, DTSH);
+* :mod:`~hashkit.method_parts.pairs` — squared distances, balanced pair weights, in-batch triplet likelihood,
+  soft label similarities (DSH, DCH, DTSH, IDHN);
 * :mod:`~hashkit.method_parts.relaxations` — binarisation layers (straight-through sign, bi-half,
   stochastic binary);
 * :mod:`~hashkit.method_parts.classification` — classifiers on codes, class-code methods, soft cross-entropy;

@@ -4,9 +4,11 @@
 * :func:`balanced_pair_weights` — DCH's weights that give the similar and the dissimilar pairs of a batch
   the same total weight (its paper's formula 2, as DeepHash-pytorch's ``DCH.py``);
 * :func:`anchor_triplet_nll` — the triplet likelihood over every (anchor, positive, negative) of a batch
-  (DTSH's triplet mining, as DeepHash-pytorch's ``DTSH.py``).
+  (DTSH's triplet mining, as DeepHash-pytorch's ``DTSH.py``);
+* :func:`cosine_label_similarity` — soft similarities of multi-label items, the cosine of their label vectors
+  (IDHN / ISDH, as DeepHash-pytorch's ``IDHN.py``).
 
-Similarities s_ij are 1/0 floats (hashkit.method.similarity: multi-label aware, "share a label").
+Hard similarities s_ij are 1/0 floats (hashkit.method.similarity: multi-label aware, "share a label").
 """
 
 from __future__ import annotations
@@ -49,3 +51,12 @@ def anchor_triplet_nll(theta: torch.Tensor, s: torch.Tensor, margin: float) -> t
         return theta.sum() * 0.0
     per_anchor = (F.softplus(-triple) * mask).sum(dim=(1, 2))[valid] / per_anchor_count[valid]
     return per_anchor.mean()
+
+
+def cosine_label_similarity(labels_a: torch.Tensor, labels_b: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Soft similarity s_ij = y_iᵀy_j / (‖y_i‖ ‖y_j‖ + eps) of multi-hot label vectors (b, classes) and (n,
+    classes), (b, n): 1 for identical label sets, 0 for disjoint ones, in between for partly shared labels
+    (e.g. 1/√2 for {a, b} against {a}); 0 for an all-zero label row. ``eps`` is DeepHash-pytorch's 1e-5 (IDHN,
+    ISDH), which also keeps an identical pair just below 1 (1 − ~1e-5)."""
+    norms = labels_a.norm(dim=1, keepdim=True) * labels_b.norm(dim=1)[None, :]
+    return (labels_a @ labels_b.t()) / (norms + eps)
