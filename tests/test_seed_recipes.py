@@ -93,6 +93,14 @@ TABLE: list[tuple[str, str, dict[str, Any]]] = [
         "scheduler": {"name": "step", "interval": "epoch", "step_size": 80, "gamma": 0.1}, "max_iter": 200,
         "batch_size": 64, "backbone_dropout": True, "head": "linear", "hash_init_std": None, "alpha": 1.0,
     }, DEEPHASH_TRANSFORMS, cifar10={"scheduler": {"name": "step", "interval": "epoch", "step_size": 30, "gamma": 0.1}, "alpha": 0.1}),
+    # ---- catalogue III, unsupervised (issue 31): every reference freezes VGG16 and trains the hash layer alone
+    *rows("greedyhash_unsup", {
+        "source": "swuxyj/DeepHash-pytorch Unsupervised_GreedyHash.py get_config (vgg16 requires_grad False), utils/tools.py",
+        "arch": "vgg16", "freeze_backbone": True, "optimizer": "sgd", "lr": 1e-4, "hash_lr": 1e-4, "weight_decay": 5e-4,
+        "momentum": 0.9, "scheduler": {"name": "step", "interval": "epoch", "step_size": 30, "gamma": 0.1},
+        "max_iter": 200, "batch_size": 64, "backbone_dropout": True, "head": "linear", "hash_init_std": None,
+        "alpha": 0.1, "topk": 1000,
+    }, DEEPHASH_TRANSFORMS),
     # ---- the six seed methods (their seeds, part I; one transform pair on every data set)
     *rows("dpsh", {
         "source": "TreezzZ/DPSH_PyTorch run.py / dpsh.py (5961d82)",

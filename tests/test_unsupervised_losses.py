@@ -1,0 +1,129 @@
+"""Catalogue III (issue 31), the unsupervised deep methods, against transcriptions of their reference code.
+
+Each ``reference_*`` below re-states, in plain torch (no hashkit helper), what the reference's training step
+computes from the backbone's features x and the hash layer's outputs u:
+
+* ``greedyhash_unsup`` — ssppp/GreedyHash ``unsupervised_vgg.py`` (= DeepHash-pytorch
+  ``Unsupervised_GreedyHash.py``): b = sign(u) with a straight-through backward, MSE between the cosines of
+  the pairs (i, i + n/2) of codes and of features, plus 0.1 · mean | |u| − 1 |³.
+
+The hashkit method is driven through its own hook (``training_step`` on a :class:`Batch` carrying
+``features``) on the same fixed float64 tensors; loss values and gradients with respect to u must agree, and
+x must receive no gradient (the references' backbone is frozen).
+
+Mutation that fails here: in hashkit/method_parts/feature_similarity.py pair neighbours (rows 2i, 2i + 1)
+instead of the halves (i, i + m) → every ``*_matches_reference`` test fails on the loss value; removing
+``features.detach()`` there fails ``test_features_get_no_gradient``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hashkit.method import Batch
+from hashkit.methods.greedyhash_unsup import GreedyHashUnsupervised
+
+CPU = torch.device("cpu")
+K, D = 8, 12  # bits, feature width
+
+
+def fixed(rows: int, cols: int, seed: int, scale: float = 1.0, relu: bool = False) -> torch.Tensor:
+    t = scale * torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return t.clamp_min(0) if relu else t
+
+
+def unsupervised_batch(x: torch.Tensor) -> Batch:
+    n = x.shape[0]
+    return Batch(inputs=torch.zeros(n, 1), labels=torch.full((n, 3), float("nan")), index=torch.arange(n), features=x)
+
+
+def hashkit_loss(method: Any, u: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
+    """The summed loss, its terms, du and dx of one training step."""
+    u = u.clone().requires_grad_(True)
+    x = x.clone().requires_grad_(True)
+    terms = method.training_step(u, unsupervised_batch(x))
+    loss = sum(terms.values())
+    loss.backward()
+    return loss.detach(), {k: v.detach() for k, v in terms.items()}, u.grad, x.grad
+
+
+# ------------------------------------------------------------------------ the references, transcribed
+
+
+class ReferenceSignSTE(torch.autograd.Function):
+    """The references' ``hash`` Function: torch.sign forward, the gradient passed through unchanged."""
+
+    @staticmethod
+    def forward(ctx: Any, h: torch.Tensor) -> torch.Tensor:
+        return torch.sign(h)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        return g
+
+
+def reference_pair_mse(b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """F.mse_loss(cos(b[:n/2], b[n/2:]), cos(x[:n/2], x[n/2:])); an odd batch drops its last row (FIRe)."""
+    if b.shape[0] % 2:
+        b, x = b[:-1], x[:-1]
+    half = b.shape[0] // 2
+    target_b = F.cosine_similarity(b[:half], b[half:])
+    target_x = F.cosine_similarity(x[:half], x[half:])
+    return F.mse_loss(target_b, target_x)
+
+
+def reference_greedyhash_unsup(h: torch.Tensor, x: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
+    """ssppp/GreedyHash unsupervised_vgg.py: loss1 + 0.1 · mean(|(|h| − 1)³|)."""
+    b = ReferenceSignSTE.apply(h)
+    loss1 = reference_pair_mse(b, x)
+    loss2 = torch.mean(torch.abs(torch.pow(torch.abs(h) - torch.ones_like(h), 3)))
+    return loss1 + alpha * loss2
+
+
+def reference_step(fn: Any, u: torch.Tensor, x: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    u = u.clone().requires_grad_(True)
+    loss = fn(u, x.clone(), **kwargs)  # x: the frozen backbone's output, no gradient
+    loss.backward()
+    return loss.detach(), u.grad
+
+
+# ------------------------------------------------------------------------------------------- the tests
+
+
+@pytest.mark.parametrize("n", [8, 7])
+@pytest.mark.parametrize("alpha", [0.1, 1.0])
+def test_greedyhash_unsup_matches_reference(n: int, alpha: float) -> None:
+    u, x = fixed(n, K, 1, scale=1.5), fixed(n, D, 2, relu=True)
+    method = GreedyHashUnsupervised(K, {"alpha": alpha}, CPU)
+    loss, terms, du, dx = hashkit_loss(method, u, x)
+    ref_loss, ref_du = reference_step(reference_greedyhash_unsup, u, x, alpha=alpha)
+    assert set(terms) == {"similarity", "penalty"}
+    assert float(loss) == pytest.approx(float(ref_loss), rel=1e-12)
+    assert float(loss) > 0.05  # the pairs' cosines disagree at random u: a real loss, not 0
+    torch.testing.assert_close(du, ref_du, rtol=1e-10, atol=1e-12)
+    assert du.abs().sum() > 0
+    if n % 2:  # the odd last item is only in the penalty: its gradient is the penalty's alone
+        pen = alpha * 3 * (u[-1].abs() - 1).abs().pow(2) * torch.sign(u[-1].abs() - 1) * torch.sign(u[-1]) / (n * K)
+        torch.testing.assert_close(du[-1], pen, rtol=1e-10, atol=1e-12)
+
+
+def test_features_get_no_gradient() -> None:
+    """x is the target of the similarity (the references freeze the backbone): no gradient reaches it."""
+    u, x = fixed(6, K, 3), fixed(6, D, 4, relu=True)
+    _, _, _, dx = hashkit_loss(GreedyHashUnsupervised(K, {}, CPU), u, x)
+    assert dx is None
+
+
+def test_greedyhash_unsup_fixed_value() -> None:
+    """One hand-checked value: n = 2, codes (+,+,−,−) and (+,−,+,−) are orthogonal (cos 0), features with
+    cos 0.8; u = ±2 makes the penalty (|2| − 1)³ = 1 per entry: 0.8² + α · 1."""
+    u = torch.tensor([[2.0, 2.0, -2.0, -2.0], [2.0, -2.0, 2.0, -2.0]], dtype=torch.float64)
+    x = torch.tensor([[3.0, 4.0], [0.0, 5.0]], dtype=torch.float64)  # cos = 20 / 25 = 0.8
+    loss, terms, _, _ = hashkit_loss(GreedyHashUnsupervised(4, {"alpha": 0.1}, CPU), u, x)
+    assert float(terms["similarity"]) == pytest.approx(0.64)
+    assert float(terms["penalty"]) == pytest.approx(0.1)
+    assert float(loss) == pytest.approx(0.74)
