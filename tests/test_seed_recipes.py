@@ -101,6 +101,16 @@ TABLE: list[tuple[str, str, dict[str, Any]]] = [
         "max_iter": 200, "batch_size": 64, "backbone_dropout": True, "head": "linear", "hash_init_std": None,
         "alpha": 0.1, "topk": 1000,
     }, DEEPHASH_TRANSFORMS),
+    *rows("bihalf", {
+        "source": "liyunqianggyn/Deep-Unsupervised-Image-Hashing ImageHashing/Mscoco.py (photo data sets), Cifar10_I.py (CIFAR-10)",
+        "arch": "vgg16", "freeze_backbone": True, "optimizer": "sgd", "lr": 1e-3, "hash_lr": 1e-3, "weight_decay": 5e-4,
+        "momentum": 0.9, "scheduler": {"name": "step", "interval": "epoch", "step_size": 60, "gamma": 0.1},
+        "max_iter": 150, "batch_size": 32, "backbone_dropout": True, "head": "linear", "hash_init_std": None,
+        "gamma": 6.0,
+    }, DEEPHASH_TRANSFORMS, cifar10={
+        "lr": 1e-4, "hash_lr": 1e-4, "scheduler": {"name": "step", "interval": "epoch", "step_size": 120, "gamma": 0.1},
+        "max_iter": 300, "topk": 1000,
+    }),
     # ---- the six seed methods (their seeds, part I; one transform pair on every data set)
     *rows("dpsh", {
         "source": "TreezzZ/DPSH_PyTorch run.py / dpsh.py (5961d82)",

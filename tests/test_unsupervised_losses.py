@@ -6,6 +6,9 @@ computes from the backbone's features x and the hash layer's outputs u:
 * ``greedyhash_unsup`` — ssppp/GreedyHash ``unsupervised_vgg.py`` (= DeepHash-pytorch
   ``Unsupervised_GreedyHash.py``): b = sign(u) with a straight-through backward, MSE between the cosines of
   the pairs (i, i + n/2) of codes and of features, plus 0.1 · mean | |u| − 1 |³.
+* ``bihalf`` — liyunqianggyn/Deep-Unsupervised-Image-Hashing ``ImageHashing/Cifar10_I.py`` (its ``hash``
+  Function: sort each bit descending, the first ⌊N/2⌋ get +1; backward g + γ (U − B) / B.numel()) and the same
+  pair MSE; FIRe's ``bihalf.py`` for an odd batch (the layer on all N items, then the last one dropped).
 
 The hashkit method is driven through its own hook (``training_step`` on a :class:`Batch` carrying
 ``features``) on the same fixed float64 tensors; loss values and gradients with respect to u must agree, and
@@ -25,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from hashkit.method import Batch
+from hashkit.methods.bihalf import BiHalf
 from hashkit.methods.greedyhash_unsup import GreedyHashUnsupervised
 
 CPU = torch.device("cpu")
@@ -84,6 +88,30 @@ def reference_greedyhash_unsup(h: torch.Tensor, x: torch.Tensor, alpha: float = 
     return loss1 + alpha * loss2
 
 
+class ReferenceBiHalf(torch.autograd.Function):
+    """The authors' bi-half ``hash`` Function: per bit, the ⌊N/2⌋ largest of the batch +1, the others −1."""
+
+    @staticmethod
+    def forward(ctx: Any, u: torch.Tensor, gamma: float) -> torch.Tensor:
+        _, index = u.sort(0, descending=True)
+        n, d = u.shape
+        created = torch.cat((torch.ones(n // 2, d, dtype=u.dtype), -torch.ones(n - n // 2, d, dtype=u.dtype)))
+        b = torch.zeros_like(u).scatter_(0, index, created)
+        ctx.save_for_backward(u, b)
+        ctx.gamma = gamma
+        return b
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        u, b = ctx.saved_tensors
+        return g + ctx.gamma * (u - b) / b.numel(), None
+
+
+def reference_bihalf(h: torch.Tensor, x: torch.Tensor, gamma: float = 6.0) -> torch.Tensor:
+    """Cifar10_I.py's step: b = hash(h), F.mse_loss of the pairs' cosines (FIRe: odd batch drops its last)."""
+    return reference_pair_mse(ReferenceBiHalf.apply(h, gamma), x)
+
+
 def reference_step(fn: Any, u: torch.Tensor, x: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
     u = u.clone().requires_grad_(True)
     loss = fn(u, x.clone(), **kwargs)  # x: the frozen backbone's output, no gradient
@@ -111,10 +139,37 @@ def test_greedyhash_unsup_matches_reference(n: int, alpha: float) -> None:
         torch.testing.assert_close(du[-1], pen, rtol=1e-10, atol=1e-12)
 
 
-def test_features_get_no_gradient() -> None:
+@pytest.mark.parametrize("n", [8, 7])
+@pytest.mark.parametrize("gamma", [6.0, 20.0])
+def test_bihalf_matches_reference(n: int, gamma: float) -> None:
+    u, x = fixed(n, K, 5, scale=1.5), fixed(n, D, 6, relu=True)
+    method = BiHalf(K, {"gamma": gamma}, CPU)
+    loss, terms, du, _ = hashkit_loss(method, u, x)
+    ref_loss, ref_du = reference_step(reference_bihalf, u, x, gamma=gamma)
+    assert set(terms) == {"similarity"}
+    assert float(loss) == pytest.approx(float(ref_loss), rel=1e-12)
+    assert float(loss) > 0.05
+    torch.testing.assert_close(du, ref_du, rtol=1e-10, atol=1e-12)
+    if n % 2:  # the odd last item: only the layer's γ term reaches it
+        b_last = ReferenceBiHalf.apply(u, gamma)[-1]
+        torch.testing.assert_close(du[-1], gamma * (u[-1] - b_last) / (n * K), rtol=1e-10, atol=1e-12)
+
+
+def test_bihalf_codes_are_balanced_per_bit_in_training_and_sign_at_test() -> None:
+    """Every bit of the layer's codes has ⌊N/2⌋ × +1 in the batch, whatever the outputs' offset."""
+    u = fixed(9, K, 7) + 3.0  # all positive: sign would give all +1
+    codes = ReferenceBiHalf.apply(u, 6.0)
+    assert torch.equal((codes > 0).sum(0), torch.full((K,), 4))
+    from hashkit.method_parts.relaxations import bihalf as product_bihalf
+
+    torch.testing.assert_close(product_bihalf(u, 6.0), codes)
+
+
+@pytest.mark.parametrize("method_cls", [GreedyHashUnsupervised, BiHalf])
+def test_features_get_no_gradient(method_cls: Any) -> None:
     """x is the target of the similarity (the references freeze the backbone): no gradient reaches it."""
     u, x = fixed(6, K, 3), fixed(6, D, 4, relu=True)
-    _, _, _, dx = hashkit_loss(GreedyHashUnsupervised(K, {}, CPU), u, x)
+    _, _, _, dx = hashkit_loss(method_cls(K, {}, CPU), u, x)
     assert dx is None
 
 
