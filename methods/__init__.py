@@ -8,4 +8,4 @@ from . import csq, dpn, greedyhash, orthoarc, orthocos  # noqa: F401
 from . import bihalf_sup, ce, ce_tanh, jmlh, sdhc  # noqa: F401
 from . import imh, itq, lsh, pcah, sh  # noqa: F401
 from . import dch, dfh, dsh, dtsh  # noqa: F401
-from . import bihalf, greedyhash_unsup  # noqa: F401
+from . import bihalf, cibhash, greedyhash_unsup  # noqa: F401

@@ -111,6 +111,13 @@ TABLE: list[tuple[str, str, dict[str, Any]]] = [
         "lr": 1e-4, "hash_lr": 1e-4, "scheduler": {"name": "step", "interval": "epoch", "step_size": 120, "gamma": 0.1},
         "max_iter": 300, "topk": 1000,
     }),
+    *rows("cibhash", {
+        "source": "qiuzx2/CIBHash model/CIBHash.py, model/base_model.py argparser defaults, utils/data.py (CIFAR-10 only: topK 1000)",
+        "arch": "vgg16", "freeze_backbone": True, "optimizer": "adam", "lr": 1e-3, "hash_lr": 1e-3, "weight_decay": 0.0,
+        "momentum": None, "scheduler": {"name": "constant", "interval": "epoch"}, "max_iter": 60, "batch_size": 64,
+        "backbone_dropout": True, "head": "mlp", "head_hidden": 1024, "hash_init_std": None, "temperature": 0.3,
+        "beta": 0.001,
+    }, {d: {"train": "resized_crop_flip", "test": "resize"} for d in DATASETS}, cifar10={"topk": 1000}),
     # ---- the six seed methods (their seeds, part I; one transform pair on every data set)
     *rows("dpsh", {
         "source": "TreezzZ/DPSH_PyTorch run.py / dpsh.py (5961d82)",

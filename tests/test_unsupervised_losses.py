@@ -9,18 +9,23 @@ computes from the backbone's features x and the hash layer's outputs u:
 * ``bihalf`` — liyunqianggyn/Deep-Unsupervised-Image-Hashing ``ImageHashing/Cifar10_I.py`` (its ``hash``
   Function: sort each bit descending, the first ⌊N/2⌋ get +1; backward g + γ (U − B) / B.numel()) and the same
   pair MSE; FIRe's ``bihalf.py`` for an odd batch (the layer on all N items, then the last one dropped).
+* ``cibhash`` — qiuzx2/CIBHash ``model/CIBHash.py``: p = σ(encoder(x)) per view, z = sign(p − 0.5) straight
+  through, NT-Xent with the reference's positive/negative masks (CrossEntropyLoss(sum) / 2b) plus weight · the
+  symmetrised Bernoulli KL with the second argument detached.
 
 The hashkit method is driven through its own hook (``training_step`` on a :class:`Batch` carrying
-``features``) on the same fixed float64 tensors; loss values and gradients with respect to u must agree, and
-x must receive no gradient (the references' backbone is frozen).
+``features``; CIBHash's outputs (b, 2, K), one row per view) on the same fixed float64 tensors; loss values and
+gradients with respect to u must agree, and x must receive no gradient (the references' backbone is frozen).
 
 Mutation that fails here: in hashkit/method_parts/feature_similarity.py pair neighbours (rows 2i, 2i + 1)
-instead of the halves (i, i + m) → every ``*_matches_reference`` test fails on the loss value; removing
-``features.detach()`` there fails ``test_features_get_no_gradient``.
+instead of the halves (i, i + m) → the greedyhash_unsup and bihalf ``*_matches_reference`` tests fail on the
+loss value; removing ``features.detach()`` there fails ``test_features_get_no_gradient``; in methods/cibhash.py
+dropping ``q.detach()`` fails ``test_cibhash_matches_reference`` on the gradient.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -29,6 +34,7 @@ import torch.nn.functional as F
 
 from hashkit.method import Batch
 from hashkit.methods.bihalf import BiHalf
+from hashkit.methods.cibhash import CIBHash
 from hashkit.methods.greedyhash_unsup import GreedyHashUnsupervised
 
 CPU = torch.device("cpu")
@@ -112,6 +118,39 @@ def reference_bihalf(h: torch.Tensor, x: torch.Tensor, gamma: float = 6.0) -> to
     return reference_pair_mse(ReferenceBiHalf.apply(h, gamma), x)
 
 
+def reference_kl(prob: torch.Tensor, prob_v: torch.Tensor) -> torch.Tensor:
+    """CIBHash.compute_kl: prob_v detached; Σ over bits, mean over the batch, ε = 1e-8 in every log."""
+    prob_v = prob_v.detach()
+    kl = prob * (torch.log(prob + 1e-8) - torch.log(prob_v + 1e-8)) + (1 - prob) * (
+        torch.log(1 - prob + 1e-8) - torch.log(1 - prob_v + 1e-8))
+    return torch.mean(torch.sum(kl, dim=1))
+
+
+def reference_nt_xent(z_i: torch.Tensor, z_j: torch.Tensor, temperature: float) -> torch.Tensor:
+    """CIBHash's NtXentLoss: cosine similarities / τ, positives on the ±b diagonals, negatives by mask,
+    CrossEntropyLoss(reduction='sum') with the positive first, divided by 2b."""
+    b = z_i.shape[0]
+    n = 2 * b
+    z = torch.cat((z_i, z_j), dim=0)
+    sim = torch.nn.CosineSimilarity(dim=2)(z.unsqueeze(1), z.unsqueeze(0)) / temperature
+    positives = torch.cat((torch.diag(sim, b), torch.diag(sim, -b)), dim=0).view(n, 1)
+    mask = torch.ones((n, n), dtype=torch.bool).fill_diagonal_(0)
+    for i in range(b):
+        mask[i, b + i] = 0
+        mask[b + i, i] = 0
+    negatives = sim[mask].view(n, -1)
+    logits = torch.cat((positives, negatives), dim=1)
+    return torch.nn.CrossEntropyLoss(reduction="sum")(logits, torch.zeros(n, dtype=torch.long)) / n
+
+
+def reference_cibhash(u: torch.Tensor, _x: torch.Tensor, temperature: float = 0.3, weight: float = 0.001) -> torch.Tensor:
+    """CIBHash.forward from the encoder's outputs of the two views u[:, 0], u[:, 1]."""
+    prob_i, prob_j = torch.sigmoid(u[:, 0]), torch.sigmoid(u[:, 1])
+    z_i, z_j = ReferenceSignSTE.apply(prob_i - 0.5), ReferenceSignSTE.apply(prob_j - 0.5)
+    kl_loss = (reference_kl(prob_i, prob_j) + reference_kl(prob_j, prob_i)) / 2
+    return reference_nt_xent(z_i, z_j, temperature) + weight * kl_loss
+
+
 def reference_step(fn: Any, u: torch.Tensor, x: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
     u = u.clone().requires_grad_(True)
     loss = fn(u, x.clone(), **kwargs)  # x: the frozen backbone's output, no gradient
@@ -182,3 +221,34 @@ def test_greedyhash_unsup_fixed_value() -> None:
     assert float(terms["similarity"]) == pytest.approx(0.64)
     assert float(terms["penalty"]) == pytest.approx(0.1)
     assert float(loss) == pytest.approx(0.74)
+
+
+@pytest.mark.parametrize(("temperature", "beta"), [(0.3, 0.001), (0.5, 0.5)])
+def test_cibhash_matches_reference(temperature: float, beta: float) -> None:
+    n = 6
+    u = fixed(n * 2, K, 8, scale=1.5).reshape(n, 2, K)
+    u[:, 1] = u[:, 0] + 0.8 * fixed(n, K, 9)  # the second view near the first: some bits flip, most agree
+    method = CIBHash(K, {"temperature": temperature, "beta": beta}, CPU)
+    loss, terms, du, _ = hashkit_loss(method, u, torch.zeros(n, 2, 1, dtype=torch.float64))
+    ref_loss, ref_du = reference_step(reference_cibhash, u, torch.zeros(1), temperature=temperature, weight=beta)
+    assert set(terms) == {"contrastive", "kl"}
+    assert float(terms["kl"]) > 0 and float(terms["contrastive"]) > 0.1
+    assert float(loss) == pytest.approx(float(ref_loss), rel=1e-12)
+    torch.testing.assert_close(du, ref_du, rtol=1e-10, atol=1e-12)
+    assert du.abs().sum() > 0
+
+
+def test_cibhash_contrastive_term_prefers_matching_views() -> None:
+    """Identical codes in both views, all items different: lower NT-Xent than the views shuffled across items."""
+    n = 4
+    base = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 1], [1, -1, 1, -1, 1, -1, 1, -1],
+                         [1, 1, -1, -1, 1, 1, -1, -1], [1, 1, 1, 1, -1, -1, -1, -1]], dtype=torch.float64)  # fmt: skip
+    method = CIBHash(K, {}, CPU)
+    same = torch.stack([3 * base, 3 * base], dim=1)
+    shuffled = torch.stack([3 * base, 3 * base[[1, 2, 3, 0]]], dim=1)
+    matched = method.training_step(same, unsupervised_batch(torch.zeros(n, 2, 1)))["contrastive"]
+    crossed = method.training_step(shuffled, unsupervised_batch(torch.zeros(n, 2, 1)))["contrastive"]
+    assert float(matched) < float(crossed)
+    # orthogonal codes: s_pos = 1/τ, every negative 0 → −log(e^{1/τ} / (e^{1/τ} + 2n − 2))
+    expected = -math.log(math.exp(1 / 0.3) / (math.exp(1 / 0.3) + 2 * n - 2))
+    assert float(matched) == pytest.approx(expected, rel=1e-9)
