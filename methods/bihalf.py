@@ -22,8 +22,11 @@ Readings:
 * **x is a target**, detached (FIRe detaches it; the authors' backbone is frozen, so nothing reaches x there).
 * **x at VGG16**: fc7 after its ReLU and dropout (torchvision's ``classifier[:6]``), the output of hashkit's
   ``vgg16``. The seed recipe freezes the backbone and caches x once (eval mode, no dropout); the authors'
-  ``cnn.train()`` keeps VGG16's dropout active on x during training. Under the frozen, cached backbone the
-  photo data sets' random crop and flip act only through ``--cached-views``.
+  ``cnn.train()`` keeps VGG16's dropout active on x during training.
+* **Transforms under the cached backbone**: hashkit computes the frozen features once per image at the
+  ``resize`` transform (hashkit.cached_pipeline), whatever ``--train-transform``/``--test-transform`` say, so
+  ``Mscoco.py``'s random crop and flip and its centre-crop test transform are not applied on photo data sets
+  (``--cached-views N`` adds crop-and-flip views); on CIFAR-10 the authors' transform is ``resize`` anyway.
 * **Not DeepHash-pytorch's** ``Unsupervised_BiHalf.py``: same layer and loss, but batch 64, 200 epochs and lr ×
   0.1 every 30 epochs (issue 31: it falls far below the paper); the seed follows the authors.
 

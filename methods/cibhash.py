@@ -27,6 +27,7 @@ Readings:
   the frozen VGG16. hashkit's frozen backbone is cached, so the seed recipe draws the two views among each image's
   cached crop-and-flip views (``--cached-views 8``, plus the image itself; two draws may coincide): no colour
   augmentation, and VGG16's dropout (active in the authors' training) is not applied to the cached features.
+  The cache is computed at the ``resize`` transform (the authors' CIFAR-10 test transform).
 * **Schedule**: Adam lr 1e-3 on the encoder, batch 64, 60 epochs (the authors raise it to at least 80 at 16
   bits — pass ``--max-iter 80`` there); the authors keep the state with the best validation mAP (checked every
   20 epochs, patience 6); hashkit keeps the last.

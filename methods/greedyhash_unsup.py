@@ -21,7 +21,11 @@ Readings:
 * **x at VGG16**: fc7 after its ReLU and dropout (torchvision's ``classifier[:6]``, the references' x) is the
   output of hashkit's ``vgg16`` backbone. The seed recipe freezes the backbone, so x is computed once and cached
   (eval mode: no dropout); the references keep VGG16's dropout active in training (``net.train()``), so their
-  x and u see a different dropped-out fc7 at every step. This is the one difference from the references.
+  x and u see a different dropped-out fc7 at every step.
+* **Transforms under the cached backbone**: hashkit computes the frozen features once per image at the
+  ``resize`` transform (hashkit.cached_pipeline), whatever ``--train-transform``/``--test-transform`` say, so
+  DeepHash-pytorch's random crop and flip and its centre-crop test transform on photo data sets are not applied
+  (on CIFAR-10 its transform is ``resize`` anyway).
 * **sign(0)**: +1 here, 0 in ``torch.sign`` (a zero output has probability zero).
 
 Seed recipe: DeepHash-pytorch's ``get_config`` (whose CIFAR-10 figures, mAP@1000 0.409 / 0.467 / 0.476 at
