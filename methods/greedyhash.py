@@ -18,16 +18,11 @@ from __future__ import annotations
 import torch
 
 from hashkit.method_parts.classification import CodeClassifierMethod, soft_cross_entropy
-from hashkit.method_parts.relaxations import sign_ste
+from hashkit.method_parts.relaxations import greedyhash_penalty, sign_ste
 from hashkit.method import Batch, Hyper
 from hashkit.method_parts.reference_recipes import DEEPHASH_PYTORCH_SEED, DEEPHASH_PYTORCH_SEED_CIFAR10
 from hashkit.recipes import REGULARISED_CPU
 from hashkit.registry import METHODS
-
-
-def greedyhash_penalty(u: torch.Tensor) -> torch.Tensor:
-    """mean | |u| − 1 |³ (the paper's penalty)."""
-    return (u.abs() - 1.0).abs().pow(3).mean()
 
 
 @METHODS.register("greedyhash")

@@ -100,6 +100,31 @@ TABLE: list[tuple[str, str, dict[str, Any]]] = [
         "scheduler": {"name": "step", "interval": "epoch", "step_size": 80, "gamma": 0.1}, "max_iter": 200,
         "batch_size": 64, "backbone_dropout": True, "head": "linear", "hash_init_std": None, "alpha": 1.0,
     }, DEEPHASH_TRANSFORMS, cifar10={"scheduler": {"name": "step", "interval": "epoch", "step_size": 30, "gamma": 0.1}, "alpha": 0.1}),
+    # ---- catalogue III, unsupervised (issue 31): every reference freezes VGG16 and trains the hash layer alone
+    *rows("greedyhash_unsup", {
+        "source": "swuxyj/DeepHash-pytorch Unsupervised_GreedyHash.py get_config (vgg16 requires_grad False), utils/tools.py",
+        "arch": "vgg16", "freeze_backbone": True, "optimizer": "sgd", "lr": 1e-4, "hash_lr": 1e-4, "weight_decay": 5e-4,
+        "momentum": 0.9, "scheduler": {"name": "step", "interval": "epoch", "step_size": 30, "gamma": 0.1},
+        "max_iter": 200, "batch_size": 64, "backbone_dropout": True, "head": "linear", "hash_init_std": None,
+        "alpha": 0.1, "topk": 1000,
+    }, DEEPHASH_TRANSFORMS),
+    *rows("bihalf", {
+        "source": "liyunqianggyn/Deep-Unsupervised-Image-Hashing ImageHashing/Mscoco.py (photo data sets), Cifar10_I.py (CIFAR-10)",
+        "arch": "vgg16", "freeze_backbone": True, "optimizer": "sgd", "lr": 1e-3, "hash_lr": 1e-3, "weight_decay": 5e-4,
+        "momentum": 0.9, "scheduler": {"name": "step", "interval": "epoch", "step_size": 60, "gamma": 0.1},
+        "max_iter": 150, "batch_size": 32, "backbone_dropout": True, "head": "linear", "hash_init_std": None,
+        "gamma": 6.0,
+    }, DEEPHASH_TRANSFORMS, cifar10={
+        "lr": 1e-4, "hash_lr": 1e-4, "scheduler": {"name": "step", "interval": "epoch", "step_size": 120, "gamma": 0.1},
+        "max_iter": 300, "topk": 1000,
+    }),
+    *rows("cibhash", {
+        "source": "qiuzx2/CIBHash model/CIBHash.py, model/base_model.py argparser defaults, utils/data.py (CIFAR-10 only: topK 1000)",
+        "arch": "vgg16", "freeze_backbone": True, "optimizer": "adam", "lr": 1e-3, "hash_lr": 1e-3, "weight_decay": 0.0,
+        "momentum": None, "scheduler": {"name": "constant", "interval": "epoch"}, "max_iter": 60, "batch_size": 64,
+        "backbone_dropout": True, "head": "mlp", "head_hidden": 1024, "hash_init_std": None, "temperature": 0.3,
+        "beta": 0.001,
+    }, {d: {"train": "resized_crop_flip", "test": "resize"} for d in DATASETS}, cifar10={"topk": 1000}),
     # ---- the six seed methods (their seeds, part I; one transform pair on every data set)
     *rows("dpsh", {
         "source": "TreezzZ/DPSH_PyTorch run.py / dpsh.py (5961d82)",

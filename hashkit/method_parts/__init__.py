@@ -6,6 +6,8 @@
   soft label similarities (DSH, DCH, DTSH, IDHN);
 * :mod:`~hashkit.method_parts.relaxations` — binarisation layers (straight-through sign, bi-half,
   stochastic binary);
+* :mod:`~hashkit.method_parts.feature_similarity` — codes that copy the cosine similarities of the batch's
+  backbone features (unsupervised GreedyHash, BiHalf);
 * :mod:`~hashkit.method_parts.classification` — classifiers on codes, class-code methods, soft cross-entropy;
 * :mod:`~hashkit.method_parts.orthohash` — the OrthoHash scheme (OrthoCos, OrthoArc);
 * :mod:`~hashkit.method_parts.closed_form` — solvers of the shallow methods fitted without a training loop;

@@ -1,7 +1,7 @@
 """Binarisation layers that methods relax their codes with (each a forward pass and the paper's backward).
 
 * :func:`sign_ste` — sign in the forward pass, the identity in the backward pass (GreedyHash's
-  straight-through estimator);
+  straight-through estimator), and :func:`greedyhash_penalty`, GreedyHash's | |u| − 1 |³ that goes with it;
 * :func:`bihalf` — Bi-half's layer: each bit splits the batch at its median, with the paper's
   straight-through backward pass;
 * :func:`stochastic_binary` — JMLH's stochastic binary layer and its gradient estimator.
@@ -31,6 +31,12 @@ class _SignSTE(torch.autograd.Function):
 def sign_ste(u: torch.Tensor) -> torch.Tensor:
     """b = sign(u) (sign(0) = +1, as every code in hashkit) with ∂L/∂u = ∂L/∂b (GreedyHash's hash coding layer)."""
     return _SignSTE.apply(u)
+
+
+def greedyhash_penalty(u: torch.Tensor) -> torch.Tensor:
+    """mean | |u| − 1 |³ over the batch and the bits: GreedyHash's penalty ‖|u| − 1‖₃³ pulling u towards ±1
+    (supervised and unsupervised GreedyHash)."""
+    return (u.abs() - 1.0).abs().pow(3).mean()
 
 
 class _BiHalf(torch.autograd.Function):
