@@ -236,6 +236,14 @@ def build_cached_pipeline(config: dict[str, Any], model: HashModel, device: torc
         return None
     from hashkit.registry import DATASETS
 
+    # The evaluation transform is what gets cached (and encoded): a seed recipe's Resize(256) + CenterCrop(224)
+    # reaches the frozen features too. Ten crops per image have no single cached row.
+    test_recipe = str(config.get("test_transform") or DEFAULT_TEST)
+    if test_recipe == "ten_crop":
+        raise HashkitError(
+            "--test-transform ten_crop cannot be cached (ten rows per image): with --train-from / --freeze-backbone "
+            "pass --test-transform resize, center_crop or resize256_centercrop224"
+        )
     return CachedPipeline(
         model,
         start,
@@ -248,4 +256,5 @@ def build_cached_pipeline(config: dict[str, Any], model: HashModel, device: torc
         flip=bool(config.get("cached_flip", True)),
         views=int(config.get("cached_views") or 0),
         encode_flip=bool(config.get("encode_flip")),
+        test_recipe=test_recipe,
     )

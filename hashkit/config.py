@@ -370,8 +370,6 @@ def describe_config(config: Mapping[str, Any]) -> dict[str, Any]:
     elif name == "exponential":
         scheduler.update(gamma=float(config["lr_gamma"]))
     elif name == "step":
-        from hashkit.trainer import step_size
-
         scheduler.update(step_size=step_size(config), gamma=float(config["lr_gamma"]))
     from hashkit.transforms import step_names
 
@@ -398,3 +396,28 @@ def describe_config(config: Mapping[str, Any]) -> dict[str, Any]:
         "cached_activations": cached,
         "hash_activation": None if activation in (None, "none") else activation,
     }
+
+
+def scheduler_steps(config: dict[str, Any], steps_per_epoch: int | None = None) -> int:
+    """How many times the scheduler steps over the run: epochs (outer iterations), or every optimiser
+    step with ``lr_interval`` "step" (``steps_per_epoch`` × epochs)."""
+    epochs = max(1, int(config["max_iter"]))
+    if (config.get("lr_interval") or "epoch") == "step":
+        return epochs * max(1, int(steps_per_epoch or 1))
+    return epochs
+
+
+def step_size(config: dict[str, Any], steps_per_epoch: int | None = None) -> int:
+    """StepLR's step_size in scheduler intervals: ``max(1, int(lr_step_fraction × the run's intervals))`` when
+    the fraction is set (FIRe's train.py: ``max(1, int(epochs × step_size))``, step_size 0.8), else
+    ``lr_step_size``."""
+    fraction = config.get("lr_step_fraction")
+    if fraction is not None:
+        if not 0 < float(fraction) <= 1:
+            raise HashkitError(f"--lr-step-fraction must be in (0, 1] (FIRe: 0.8), got {fraction}")
+        return max(1, int(scheduler_steps(config, steps_per_epoch) * float(fraction)))
+    size = config.get("lr_step_size")
+    if size is None or int(size) < 1:
+        interval = config.get("lr_interval") or "epoch"
+        raise HashkitError(f"--lr-schedule step needs --lr-step-size N ≥ 1 ({interval}s), got {size}")
+    return int(size)

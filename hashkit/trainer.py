@@ -36,6 +36,7 @@ from loguru import logger
 from hashkit import distributed
 from hashkit.atomic import atomic_write_json
 from hashkit.checkpoint import save_checkpoint
+from hashkit.config import parse_metrics, scheduler_steps, step_size
 from hashkit.data.base import DatasetSplits
 from hashkit.distributed import SINGLE, DistContext
 from hashkit.errors import HashkitError
@@ -486,7 +487,6 @@ def evaluate_run(
 def _evaluate_run(
     pipeline: InputPipeline, method: HashingMethod, splits: DatasetSplits, config: dict[str, Any], device: torch.device
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    from hashkit.config import parse_metrics
 
     started = time.perf_counter()
     def encode(images: Any, desc: str = "encode database") -> torch.Tensor:
@@ -558,31 +558,6 @@ def build_optimizer(model: HashModel, config: dict[str, Any]) -> torch.optim.Opt
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
     return torch.optim.RMSprop(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
-
-
-def scheduler_steps(config: dict[str, Any], steps_per_epoch: int | None = None) -> int:
-    """How many times the scheduler steps over the run: epochs (outer iterations), or every optimiser
-    step with ``lr_interval`` "step" (``steps_per_epoch`` × epochs)."""
-    epochs = max(1, int(config["max_iter"]))
-    if (config.get("lr_interval") or "epoch") == "step":
-        return epochs * max(1, int(steps_per_epoch or 1))
-    return epochs
-
-
-def step_size(config: dict[str, Any], steps_per_epoch: int | None = None) -> int:
-    """StepLR's step_size in scheduler intervals: ``max(1, int(lr_step_fraction × the run's intervals))`` when
-    the fraction is set (FIRe's train.py: ``max(1, int(epochs × step_size))``, step_size 0.8), else
-    ``lr_step_size``."""
-    fraction = config.get("lr_step_fraction")
-    if fraction is not None:
-        if not 0 < float(fraction) <= 1:
-            raise HashkitError(f"--lr-step-fraction must be in (0, 1] (FIRe: 0.8), got {fraction}")
-        return max(1, int(scheduler_steps(config, steps_per_epoch) * float(fraction)))
-    size = config.get("lr_step_size")
-    if size is None or int(size) < 1:
-        interval = config.get("lr_interval") or "epoch"
-        raise HashkitError(f"--lr-schedule step needs --lr-step-size N ≥ 1 ({interval}s), got {size}")
-    return int(size)
 
 
 def build_scheduler(

@@ -18,6 +18,7 @@ import torch
 from hashkit.errors import HashkitError
 from hashkit.method import Hyper
 from hashkit.method_parts.closed_form import ClosedFormMethod, fitted_statistics, seeded_generator
+from hashkit.method_parts.reference_recipes import fire_shallow_recipes
 from hashkit.registry import METHODS
 
 
@@ -35,7 +36,7 @@ class LSH(ClosedFormMethod):
     }
     recipes = {
         # FIRe: functions/loss/lsh.py on the frozen VGG16 fc7 descriptors of the training split (configs/templates/lsh.yaml).
-        "seed": {"arch": "vgg16", "freeze_backbone": True, "image_size": 224, "center": 0},
+        **fire_shallow_recipes(center=0),
         # The frozen EfficientNet-Lite0 pooled features (non-negative): hyperplanes through their mean.
         "cpu": {"arch": "efficientnet_lite0", "freeze_backbone": True, "image_size": 128, "center": 1},
     }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from hashkit.method_parts.closed_form import ClosedFormMethod, fit_pca, fitted_statistics, pca_head_projection
+from hashkit.method_parts.reference_recipes import fire_shallow_recipes
 from hashkit.registry import METHODS
 
 
@@ -22,7 +23,7 @@ class PCAH(ClosedFormMethod):
     paper = "PCA hashing (baseline of Wang, Kumar & Chang, CVPR 2010; Gong & Lazebnik, CVPR 2011)"
     recipes = {
         # FIRe: functions/loss/pca.py on the frozen VGG16 fc7 descriptors (configs/templates/pca.yaml).
-        "seed": {"arch": "vgg16", "freeze_backbone": True, "image_size": 224},
+        **fire_shallow_recipes(),
         "cpu": {"arch": "efficientnet_lite0", "freeze_backbone": True, "image_size": 128},
     }
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from hashkit.heads import HashHead
 from hashkit.method_parts.closed_form import ClosedFormMethod, fit_pca, fitted_statistics
+from hashkit.method_parts.reference_recipes import fire_shallow_recipes
 from hashkit.registry import HEADS, METHODS
 
 BOX_MARGIN = 1e-7  # ε widening the box of the training points (seed: eps = 1e-7)
@@ -83,7 +84,7 @@ class SpectralHashing(ClosedFormMethod):
     head_class = SpectralHead
     recipes = {
         # FIRe: functions/loss/sh.py on the frozen VGG16 fc7 descriptors (configs/templates/sh.yaml: no parameters).
-        "seed": {"arch": "vgg16", "freeze_backbone": True, "image_size": 224},
+        **fire_shallow_recipes(),
         "cpu": {"arch": "efficientnet_lite0", "freeze_backbone": True, "image_size": 128},
     }
 

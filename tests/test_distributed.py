@@ -245,7 +245,7 @@ if __name__ == "__main__":
 
         pause = float(os.environ["HASHKIT_TEST_STEP_SLEEP"])
         forward = ImagePipeline.forward
-        ImagePipeline.forward = lambda self, inputs: (time.sleep(pause), forward(self, inputs))[1]  # type: ignore[method-assign]
+        ImagePipeline.forward = lambda self, inputs, **kwargs: (time.sleep(pause), forward(self, inputs, **kwargs))[1]  # type: ignore[method-assign]
     from hashkit.cli import main
 
     sys.exit(main(sys.argv[1:]))

@@ -240,10 +240,12 @@ def check_encodes_and_searches(method: str, tmp_path: Path, capsys: pytest.Captu
     train_ok(tiny_argv(method, out, *prerequisite(method, tmp_path), max_iter=1))
     checkpoint, index = out / "checkpoint.pt", tmp_path / "index"
     assert cli(["encode", "--checkpoint", str(checkpoint), "--database", "--out", str(index)]) == 0
-    splits = synthetic_splits(None)
+    model = hashkit.load(checkpoint)
+    from hashkit.run import build_splits
+
+    splits = build_splits(dict(model.config))  # the run's protocol (DIHN's orders the database by class stage)
     query = tmp_path / "query.png"
     Image.fromarray(splits.query.pixels[0]).save(query)
-    model = hashkit.load(checkpoint)
     database = model.encode(splits.database, progress=False).astype(np.int64)
     distances = (database != model.encode([str(query)], progress=False).astype(np.int64)).sum(axis=1).tolist()
     expected = sorted(range(len(distances)), key=lambda j: (distances[j], j))[:5]

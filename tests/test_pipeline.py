@@ -135,7 +135,7 @@ def test_transform_recipes(model) -> None:
         expected = (10, 3, 24, 24) if name == "ten_crop" else (3, 24, 24)
         assert build_transform(spec, 24, train=False, name=name)(image).shape == expected, name
     assert set(TRAIN_TRANSFORMS) | set(TEST_TRANSFORMS) == set(RECIPES)
-    with pytest.raises(HashkitError, match="--test-transform .nope. is unknown; valid: resize, center_crop, resize256_centercrop224, ten_crop"):
+    with pytest.raises(HashkitError, match="--test-transform .nope. is unknown; valid: resize, center_crop, resize256_centercrop224, resize256x256_centercrop224, ten_crop"):
         build_transform(spec, 24, train=False, name="nope")
     with pytest.raises(HashkitError, match="resize filter"):
         pil_resample("sharpest")
@@ -151,3 +151,23 @@ def test_retrieval_api_does_not_import_the_training_path() -> None:
     assert "hashkit.api" in loaded and "hashkit.pipeline" in loaded
     for module in ("hashkit.trainer", "hashkit.run", "hashkit.cached_pipeline", "hashkit.feature_cache", "methods"):
         assert module not in loaded
+
+
+def test_the_cached_pipeline_caches_the_configured_evaluation_transform(model, tmp_path: Path) -> None:
+    """--freeze-backbone / --train-from cache the frozen part's outputs under the run's --test-transform (a seed
+    recipe's Resize(256) + CenterCrop(224) reaches the frozen features): the cached pipeline encodes as the image
+    pipeline does with that transform, and differently from the plain resize. ten_crop is refused in one line.
+    Fails if build_cached_pipeline stops passing test_transform (every config would cache the resize)."""
+    from hashkit.cached_pipeline import build_cached_pipeline
+
+    data = images(6, size=40)
+    config = {"dataset": "cifar10", "image_size": 32, "batch_size": 4, "cache_dir": str(tmp_path),
+              "freeze_backbone": True, "test_transform": "resize256_centercrop224"}  # fmt: skip
+    cached = build_cached_pipeline(config, model, CPU)
+    assert cached is not None and cached.recipe == "resize256_centercrop224"
+    want = image_pipeline(model, test_transform="resize256_centercrop224").encode(data)
+    got, resized = cached.encode(data), image_pipeline(model).encode(data)
+    assert torch.allclose(got, want, atol=1e-4)  # cached activations, then the top of the network
+    assert (resized - want).abs().max() > 10 * (got - want).abs().max()
+    with pytest.raises(HashkitError, match="--test-transform ten_crop cannot be cached"):
+        build_cached_pipeline({**config, "test_transform": "ten_crop"}, model, CPU)

@@ -188,6 +188,18 @@ TABLE: list[tuple[str, str, dict[str, Any]]] = [
     *rows("dshsd", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch DSHSD.py get_config (Adam 1e-5, betas 0.9/0.999, alpha 0.05)",
                     "optimizer": "adam", "weight_decay": 0.0, "momentum": None, "max_iter": 250, "batch_size": 64,
                     "alpha": 0.05}, DEEPHASH_TRANSFORMS),
+    # ---- catalogue III, shallow (FIRe functions/loss/{lsh,itq,pca,sh,imh}.py on frozen VGG16 fc7 descriptors, taken
+    # through FIRe's test transform of the data set; fitted in closed form: no optimiser, epochs or training transform)
+    *[(method, dataset, {
+        "source": f"CISiPLab/cisip-FIRe configs/templates/{method}.yaml, configs.py (test transform)",
+        "arch": "vgg16", "freeze_backbone": True, "image_size": 224,
+        "test_transform": FIRE_TRANSFORMS[dataset]["test"], **values,
+    }) for method, values in (
+        ("lsh", {"center": 0.0, "head": "fixed_linear"}), ("itq", {"itq_iterations": 100, "head": "fixed_linear"}),
+        ("pcah", {"head": "fixed_linear"}), ("sh", {"head": "spectral"}),  # SH encodes by its sinusoids
+        ("imh", {"anchors": 400, "neighbours": 5, "bandwidth": 512.0, "kmeans_iterations": 200, "head": "anchors"}),
+    )
+      for dataset in DATASETS],
 ]  # fmt: skip
 
 

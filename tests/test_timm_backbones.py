@@ -141,7 +141,7 @@ def test_weights_file_in_either_naming_gives_the_same_codes(tmp_path: Path) -> N
     model = build_model("timm:test_convnext", 16, weights=str(tmp_path / "timm.pth"), image_size=SIZE).eval()
     x = torch.randn(4, 3, SIZE, SIZE)
     with torch.no_grad():
-        want = binarize(model.hash_layer(reference_features(reference, x)))
+        want = binarize(model.head(reference_features(reference, x)))
         assert torch.equal(binarize(model(x)), want)
     torch.save(model.backbone.state_dict(), tmp_path / "hashkit.pth")
     torch.manual_seed(0)

@@ -68,7 +68,10 @@ def populate(parser: argparse.ArgumentParser, shown_method: str | None, parsing:
             f"{'supervised' if info.supervised else 'unsupervised'}. Every method: hashkit methods."
         )
     parser.add_argument("-h", "--help", action=MethodHelpAction)
-    parser.add_argument("--method", required=parsing, help=f"hashing method: {', '.join(METHODS.names())}")
+    # One line under a method's own help (the list grows with the catalogue; hashkit methods shows it).
+    method_help = ("hashing method (every one: hashkit methods)" if shown_method
+                   else f"hashing method: {', '.join(METHODS.names())}")  # fmt: skip
+    parser.add_argument("--method", required=parsing, help=method_help)
     parser.add_argument("--code-length", type=int, default=None, help="bits per code (default: 32; with --from: the checkpoint's)")
     parser.add_argument("--out", default=None, help="run folder (default: runs/<method>-<dataset>-<bits>bits-seed<seed>)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")

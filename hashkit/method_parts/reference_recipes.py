@@ -57,3 +57,16 @@ def deephash_pytorch_recipes(**method_values: Any) -> dict[str, dict[str, Any]]:
         "seed": {**DEEPHASH_PYTORCH_TRAINING, **DEEPHASH_PYTORCH_SEED, **method_values},
         "seed@cifar10": dict(DEEPHASH_PYTORCH_SEED_CIFAR10),
     }
+
+
+def fire_shallow_recipes(**method_values: Any) -> dict[str, dict[str, Any]]:
+    """The seed tables of FIRe's shallow methods (LSH, ITQ, PCAH, SH, IMH: functions/loss/{lsh,itq,pca,sh,imh}.py
+    fitted on the frozen VGG16 fc7 descriptors of the training split): VGG16 frozen at 224 px, the features taken
+    through the data set's FIRe test transform (ImageNet-100: Resize((256, 256)) + CenterCrop(224); CIFAR-10:
+    Resize((224, 224))). Reading: the fit sees one deterministic view of each training image (hashkit caches the
+    frozen features once, under the evaluation transform), not FIRe's augmented training loader."""
+    return {
+        "seed": {"arch": "vgg16", "freeze_backbone": True, "image_size": 224,
+                 "test_transform": FIRE_SEED["test_transform"], **method_values},  # fmt: skip
+        "seed@cifar10": {"test_transform": FIRE_SEED_CIFAR10["test_transform"]},
+    }
