@@ -158,11 +158,51 @@ def _repos(repos: tuple[str, ...]) -> str:
     return ", ".join(f"[{r}](https://github.com/{r})" for r in repos) or "–"
 
 
+def add_cell(args: argparse.Namespace) -> Path:
+    """Write the result cell of the finished run ``args.add_cell`` into results/``args.table``/ (atomically)."""
+    import datetime
+    import json
+
+    from hashkit.atomic import atomic_write_json
+    from hashkit.errors import HashkitError
+    from hashkit.report import result_cell
+
+    run = Path(args.add_cell)
+    path = run / "result.json"
+    if not path.is_file():
+        raise HashkitError(f"--add-cell {run}: no result.json there; pass the run folder of a finished hashkit train")
+    result = json.loads(path.read_text(encoding="utf-8"))
+    date = datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc).date().isoformat()
+    cell = result_cell(result, str(run), source=args.source, note=args.note, host=args.host, threads=args.threads,
+                       wall_min=args.wall_min, date=date)  # fmt: skip
+    out = REPO / "results" / args.table / f"{cell['method']}-{cell['bits']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, cell)
+    print(f"wrote {out.relative_to(REPO)}: {cell['method']} {cell['bits']} bits mAP {cell['map']:.4f}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m hashkit.docs_gen``: rewrite the committed generated blocks (or --check them)."""
     parser = argparse.ArgumentParser(prog="python -m hashkit.docs_gen", description=main.__doc__)
     parser.add_argument("--check", action="store_true", help="exit 1 when a committed block is out of date")
+    parser.add_argument("--add-cell", metavar="RUN", default=None,
+                        help="first write results/TABLE/<method>-<bits>.json from RUN/result.json (a finished run)")
+    parser.add_argument("--table", default=MAIN_TABLE, help="with --add-cell: the results/ folder (default: %(default)s)")
+    parser.add_argument("--source", default="", help="with --add-cell: the command that produced the run")
+    parser.add_argument("--note", default="", help="with --add-cell: what a reader must know about the number")
+    parser.add_argument("--host", default="", help="with --add-cell: the machine, in words")
+    parser.add_argument("--threads", type=int, default=None, help="with --add-cell: torch threads of the run")
+    parser.add_argument("--wall-min", type=float, default=None, help="with --add-cell: the command's wall minutes")
     args = parser.parse_args(argv)
+    if args.add_cell:
+        from hashkit.errors import HashkitError
+
+        try:
+            add_cell(args)
+        except HashkitError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     stale = []
     for path, refresh in ((REPO / "docs" / "results.md", refresh_reports), (REPO / "README.md", refresh_readme)):
         old = path.read_text(encoding="utf-8")

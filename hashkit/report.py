@@ -461,3 +461,31 @@ def _fmt(value: Any) -> str:
 
 def _setting_text(shown: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items())
+
+
+def result_cell(
+    result: dict[str, Any], run: str, *, source: str, note: str = "", host: str = "", threads: int | None = None,
+    wall_min: float | None = None, date: str | None = None, settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """A committed result cell (results/<table>/<method>-<bits>.json) made from a finished run's result.json:
+    the number, its protocol and its provenance (git commit, run folder, how it was produced), so that the docs'
+    tables are generated from files written by code, never typed. ``wall_min``: the command's whole wall time
+    (feature caching included), when it was measured outside the run; the run's own timings are kept too."""
+    if result.get("status") != "finished" or result.get("map") is None:
+        raise HashkitError(f"{run}: the run is {result.get('status')!r} with map {result.get('map')}; only a finished "
+                           "run with an mAP makes a result cell")  # fmt: skip
+    config, metrics = result.get("config") or {}, result.get("metrics") or {}
+    times = {f"{k[:-2]}_min": round(v / 60, 1) for k, v in (result.get("timings") or {}).items() if k.endswith("_s")}
+    if wall_min is not None:
+        times["wall_min"] = round(float(wall_min), 1)
+    return {
+        "kind": CELL_KIND, "method": config.get("method"), "dataset": config.get("dataset"),
+        "bits": config.get("code_length"), "recipe": config.get("recipe"), "settings": settings or {},
+        "protocol": {
+            **{k: config.get(k) for k in ("arch", "pretrained", "image_size")},
+            **{k: metrics.get(k) for k in ("topk", "num_query", "num_train", "num_database")},
+        },
+        "seed": config.get("seed"), "map": round(float(result["map"]), 4), "times": times, "host": host,
+        "threads": threads, "date": date, "commit": result.get("git_commit"), "run": run, "source": source,
+        "note": note,
+    }  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import statistics
 from pathlib import Path
 
@@ -139,3 +140,38 @@ def test_readme_is_short_and_keeps_the_ci_command() -> None:
     assert "bash scripts/setup.sh && .venv/bin/python -m pytest -q" in readme
     for target in re.findall(r"\]\((docs/[^)#]+)", readme):
         assert (REPO / target).exists(), f"README links to missing {target}"
+
+
+def test_add_cell_writes_a_cell_from_a_finished_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    """``python -m hashkit.docs_gen --add-cell RUN`` turns a finished run's result.json into a complete cell that
+    the tables read back with the run's mAP (rounded to 4 places); an unfinished run is refused in one line."""
+    from hashkit import docs_gen
+    from hashkit.report import collect, tabulate
+
+    monkeypatch.setattr(docs_gen, "REPO", tmp_path)
+    for name in ("README.md", "docs/results.md"):  # main() then refreshes the generated blocks of these
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text((REPO / name).read_text(encoding="utf-8"), encoding="utf-8")
+    shutil.copytree(REPO / "results", tmp_path / "results")
+    run = tmp_path / "runs" / "itq-32"
+    run.mkdir(parents=True)
+    result = {
+        "status": "finished", "git_commit": "abc123", "map": 0.297812, "timings": {"train_s": 90.0, "eval_s": 30.0},
+        "config": {"method": "itq", "dataset": "cifar10", "code_length": 32, "recipe": "cpu", "seed": 0,
+                   "arch": "efficientnet_lite0", "pretrained": True, "image_size": 128},
+        "metrics": {"map": 0.297812, "topk": "ALL", "num_query": 1000, "num_train": 5000, "num_database": 59000},
+    }  # fmt: skip
+    (run / "result.json").write_text(json.dumps(result))
+    assert docs_gen.main(["--add-cell", str(run), "--table", "t", "--source", "hashkit train …", "--threads", "1",
+                          "--wall-min", "7.25"]) == 0  # fmt: skip
+    cell = json.loads((tmp_path / "results" / "t" / "itq-32.json").read_text(encoding="utf-8"))
+    assert not [f for f in CELL_FIELDS if f not in cell]
+    assert (cell["map"], cell["commit"], cell["threads"]) == (0.2978, "abc123", 1)
+    assert cell["times"] == {"train_min": 1.5, "eval_min": 0.5, "wall_min": 7.2}
+    assert cell["protocol"]["num_database"] == 59000
+    runs, problems = collect(tmp_path / "results" / "t")
+    assert not problems and tabulate(runs).rows[0].cells[32].mean == 0.2978
+    (run / "result.json").write_text(json.dumps(result | {"status": "running"}))
+    assert docs_gen.main(["--add-cell", str(run), "--table", "t"]) == 2
+    assert "only a finished run with an mAP makes a result cell" in capsys.readouterr().err
