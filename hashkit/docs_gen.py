@@ -173,8 +173,12 @@ def add_cell(args: argparse.Namespace) -> Path:
         raise HashkitError(f"--add-cell {run}: no result.json there; pass the run folder of a finished hashkit train")
     result = json.loads(path.read_text(encoding="utf-8"))
     date = datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc).date().isoformat()
+    try:
+        settings = json.loads(args.settings)
+    except json.JSONDecodeError as error:
+        raise HashkitError(f"--settings {args.settings!r} is not JSON ({error}); pass e.g. '{{\"max_iter\": 8}}'") from None
     cell = result_cell(result, str(run), source=args.source, note=args.note, host=args.host, threads=args.threads,
-                       wall_min=args.wall_min, date=date)  # fmt: skip
+                       wall_min=args.wall_min, date=date, settings=settings)  # fmt: skip
     out = REPO / "results" / args.table / f"{cell['method']}-{cell['bits']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, cell)
@@ -194,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="", help="with --add-cell: the machine, in words")
     parser.add_argument("--threads", type=int, default=None, help="with --add-cell: torch threads of the run")
     parser.add_argument("--wall-min", type=float, default=None, help="with --add-cell: the command's wall minutes")
+    parser.add_argument("--settings", default="{}", help="with --add-cell: JSON of the flags that differ from the "
+                        "recipe, e.g. '{\"max_iter\": 8}' (a row of their own in the table)")
     args = parser.parse_args(argv)
     if args.add_cell:
         from hashkit.errors import HashkitError

@@ -483,7 +483,8 @@ def result_cell(
         "bits": config.get("code_length"), "recipe": config.get("recipe"), "settings": settings or {},
         "protocol": {
             **{k: config.get(k) for k in ("arch", "pretrained", "image_size")},
-            **{k: metrics.get(k) for k in ("topk", "num_query", "num_train", "num_database")},
+            "topk": "ALL" if metrics.get("topk") is None else metrics["topk"],  # None: mAP over the whole ranking
+            **{k: (result.get("dataset") or {}).get(k, metrics.get(k)) for k in ("num_query", "num_train", "num_database")},
         },
         "seed": config.get("seed"), "map": round(float(result["map"]), 4), "times": times, "host": host,
         "threads": threads, "date": date, "commit": result.get("git_commit"), "run": run, "source": source,

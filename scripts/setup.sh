@@ -13,7 +13,8 @@ if [ ! -f "$venv/.complete" ]; then
   mkdir -p "$(dirname "$venv")"
   "$PYTHON" -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q -r requirements.txt
+  # --no-compile: no .pyc for the ~20k files of torch and friends up front (Python compiles what it imports).
+  "$venv/bin/pip" install -q --no-compile -r requirements.txt
   touch "$venv/.complete"
 else
   echo "setup: reusing $venv" >&2

@@ -160,7 +160,8 @@ def test_add_cell_writes_a_cell_from_a_finished_run(tmp_path: Path, monkeypatch:
         "status": "finished", "git_commit": "abc123", "map": 0.297812, "timings": {"train_s": 90.0, "eval_s": 30.0},
         "config": {"method": "itq", "dataset": "cifar10", "code_length": 32, "recipe": "cpu", "seed": 0,
                    "arch": "efficientnet_lite0", "pretrained": True, "image_size": 128},
-        "metrics": {"map": 0.297812, "topk": "ALL", "num_query": 1000, "num_train": 5000, "num_database": 59000},
+        "metrics": {"map": 0.297812, "topk": None, "num_query": 1000, "num_database": 59000},
+        "dataset": {"dataset": "cifar10", "num_train": 5000, "num_query": 1000, "num_database": 59000},
     }  # fmt: skip
     (run / "result.json").write_text(json.dumps(result))
     assert docs_gen.main(["--add-cell", str(run), "--table", "t", "--source", "hashkit train …", "--threads", "1",
@@ -169,7 +170,8 @@ def test_add_cell_writes_a_cell_from_a_finished_run(tmp_path: Path, monkeypatch:
     assert not [f for f in CELL_FIELDS if f not in cell]
     assert (cell["map"], cell["commit"], cell["threads"]) == (0.2978, "abc123", 1)
     assert cell["times"] == {"train_min": 1.5, "eval_min": 0.5, "wall_min": 7.2}
-    assert cell["protocol"]["num_database"] == 59000
+    assert {k: cell["protocol"][k] for k in ("topk", "num_train", "num_database")} == {
+        "topk": "ALL", "num_train": 5000, "num_database": 59000}
     runs, problems = collect(tmp_path / "results" / "t")
     assert not problems and tabulate(runs).rows[0].cells[32].mean == 0.2978
     (run / "result.json").write_text(json.dumps(result | {"status": "running"}))
