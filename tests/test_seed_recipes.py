@@ -125,6 +125,15 @@ TABLE: list[tuple[str, str, dict[str, Any]]] = [
         "backbone_dropout": True, "head": "mlp", "head_hidden": 1024, "hash_init_std": None, "temperature": 0.3,
         "beta": 0.001,
     }, {d: {"train": "resized_crop_flip", "test": "resize"} for d in DATASETS}, cifar10={"topk": 1000}),
+    *rows("tbh", {
+        "source": "ymcidence/TBH train/tbh_train.py (Adam 1e-4 actor and critic, 100,000 iterations), run_tbh.py (train('cifar10', 32, 512, 400)), layer/encodec.py (middle_dim 1024)",
+        "arch": "vgg16", "freeze_backbone": True, "optimizer": "adam", "lr": 1e-4, "hash_lr": 1e-4, "weight_decay": 0.0,
+        "momentum": None, "scheduler": {"name": "constant", "interval": "epoch"}, "batch_size": 400,
+        "max_iter": 4000,  # 100,000 iterations × 400 / ImageNet-100's 10,000 training images
+        "backbone_dropout": True, "head": "mlp", "head_hidden": 1024, "hash_init_std": None, "adversarial": 1.0,
+        "continuous_dim": 512, "critic_lr": 1e-4,
+    }, {d: {"train": "resize", "test": "resize"} for d in DATASETS},
+        cifar10={"max_iter": 8000, "topk": 1000}),  # 100,000 × 400 / 5,000; util/eval_tools eval_cls_map(at=1000)
     # ---- the six seed methods (their seeds, part I; one transform pair on every data set)
     *rows("dpsh", {
         "source": "TreezzZ/DPSH_PyTorch run.py / dpsh.py (5961d82)",

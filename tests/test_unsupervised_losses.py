@@ -252,3 +252,176 @@ def test_cibhash_contrastive_term_prefers_matching_views() -> None:
     # orthogonal codes: s_pos = 1/τ, every negative 0 → −log(e^{1/τ} / (e^{1/τ} + 2n − 2))
     expected = -math.log(math.exp(1 / 0.3) / (math.exp(1 / 0.3) + 2 * n - 2))
     assert float(matched) == pytest.approx(expected, rel=1e-9)
+
+
+# ------------------------------------------------------------------------------------------- TBH
+#
+# ``tbh`` — CISiPLab/cisip-FIRe ``functions/loss/tbh.py`` (TBHLoss: rec = ½ Σ (x̂ − x)², actor = rec − adv ·
+# (adv_loss(D₁) + adv_loss(D₂)), critic = adv · (…)), ``models/architectures/arch_tbh.py`` (JMLHBinaryActivation
+# with ε = 0.5, build_adjacency_hamming, GCNLayer.graph_laplacian, Encoder/Decoder, Linear-sigmoid discriminators
+# fed D(bbn) as "real" and D(prior) as "fake"), with the continuous bottleneck through the sigmoid of the authors'
+# ymcidence/TBH ``layer/encodec.py`` (FIRe leaves it out). The authors label the prior real and the bottlenecks
+# fake: FIRe's loss with discriminator (w, c) equals hashkit's with (−w, −c), which the test uses.
+#
+# Mutation that fails here: in methods/tbh.py change ADJACENCY_POWER from 1.4 to 1.0 (or drop the sigmoid on the
+# continuous bottleneck) → ``test_tbh_matches_fire`` fails on the actor loss value.
+
+H, C = 6, 5  # TBH's hidden width and continuous-bottleneck width in the test
+
+
+class ReferenceJMLHBinary(torch.autograd.Function):
+    """FIRe's JMLHBinaryActivation: code = (sign(σ(logits) − ε) + 1) / 2; backward σ(1 − σ)(g_code + g_prob)."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        prob = 1.0 / (1 + torch.exp(-logits))
+        ctx.save_for_backward(prob)
+        return (torch.sign(prob - eps) + 1.0) / 2.0, prob
+
+    @staticmethod
+    def backward(ctx: Any, grad_code: torch.Tensor, grad_prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        (prob,) = ctx.saved_tensors
+        return prob * (1 - prob) * (grad_code + grad_prob), grad_code
+
+
+def reference_tbh(w: dict[str, torch.Tensor], x: torch.Tensor, prior_b: torch.Tensor, prior_c: torch.Tensor,
+                  adv: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(actor, critic, rec) of FIRe's TBH forward + TBHLoss (rec_method 'element') on weights ``w``."""
+    fc_1 = torch.relu(x @ w["W1"].t() + w["b1"])
+    bbn, _ = ReferenceJMLHBinary.apply(fc_1 @ w["W2"].t() + w["b2"], torch.ones(x.shape[0], w["W2"].shape[0], dtype=x.dtype) * 0.5)
+    cbn = torch.sigmoid(fc_1 @ w["W3"].t() + w["b3"])  # the authors' Dense(cbn_dim, activation='sigmoid')
+    m1 = bbn - 1.0
+    adj = torch.pow(1 - torch.abs(bbn @ m1.t() + m1 @ bbn.t()) / bbn.shape[1], 1.4)
+    d = adj @ torch.ones(adj.shape[0], 1, dtype=x.dtype)
+    d_inv_sqrt = torch.eye(adj.shape[0], dtype=x.dtype) * torch.pow(d + 1e-8, -0.5)
+    gcn_cbn = torch.sigmoid((d_inv_sqrt @ adj @ d_inv_sqrt) @ (cbn @ w["W4"].t() + w["b4"]))
+    rec_x = torch.relu(gcn_cbn @ w["W5"].t() + w["b5"]) @ w["W6"].t() + w["b6"]
+
+    def disc(name: str, v: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(v @ w[name + "_w"].t() + w[name + "_b"])
+
+    def adv_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        return torch.mean(F.binary_cross_entropy(real, torch.ones_like(real))) + \
+            torch.mean(F.binary_cross_entropy(fake, torch.zeros_like(fake)))  # fmt: skip
+
+    rec = torch.sum((rec_x - x).pow(2)) * 0.5
+    gan = adv_loss(disc("D1", bbn), disc("D1", prior_b)) + adv_loss(disc("D2", gcn_cbn), disc("D2", prior_c))
+    return rec - adv * gan, adv * gan, rec
+
+
+def tbh_weights(seed: int) -> dict[str, torch.Tensor]:
+    shapes = {"W1": (H, D), "b1": (H,), "W2": (K, H), "b2": (K,), "W3": (C, H), "b3": (C,), "W4": (C, C),
+              "b4": (C,), "W5": (H, C), "b5": (H,), "W6": (D, H), "b6": (D,), "D1_w": (1, K), "D1_b": (1,),
+              "D2_w": (1, C), "D2_b": (1,)}  # fmt: skip
+    g = torch.Generator().manual_seed(seed)
+    return {k: (0.8 * torch.randn(*s, generator=g, dtype=torch.float64)) for k, s in shapes.items()}
+
+
+def tbh_product(w: dict[str, torch.Tensor], adv: float) -> tuple[Any, torch.nn.Module]:
+    """hashkit's TBH bound to an mlp head, all weights copied from ``w`` (the discriminators negated)."""
+    from hashkit.heads import MLPHead
+    from hashkit.method import TrainingData
+    from hashkit.methods.tbh import TBH
+
+    model = torch.nn.Module()
+    model.head = MLPHead(D, K, hidden=H).double()
+    method = TBH(K, {"adversarial": adv, "continuous_dim": C}, CPU)
+    method.setup(TrainingData(num_items=8, labels=None))
+    method.bind_model(model)
+    method.module.double()
+    method.own_modules.double()
+    pairs = [(model.head.hidden, "W1", "b1"), (model.head.linear, "W2", "b2"), (method.module.continuous, "W3", "b3"),
+             (method.module.graph, "W4", "b4"), (method.module.decoder[0], "W5", "b5"), (method.module.decoder[2], "W6", "b6")]  # fmt: skip
+    with torch.no_grad():
+        for layer, wk, bk in pairs:
+            layer.weight.copy_(w[wk])
+            layer.bias.copy_(w[bk])
+        for name, key in (("binary_discriminator", "D1"), ("continuous_discriminator", "D2")):
+            method.own_modules[name].weight.copy_(-w[key + "_w"])
+            method.own_modules[name].bias.copy_(-w[key + "_b"])
+    return method, model
+
+
+ACTOR_PARAMS = ("W1", "b1", "W2", "b2", "W3", "b3", "W4", "b4", "W5", "b5", "W6", "b6")
+
+
+@pytest.mark.parametrize("adv", [1.0, 0.3])
+def test_tbh_matches_fire(adv: float) -> None:
+    n = 8
+    x = fixed(n, D, 21, relu=True)
+    w = tbh_weights(22)
+    prior_b = (fixed(n, K, 23) > 0).double()
+    prior_c = torch.rand(n, C, generator=torch.Generator().manual_seed(24), dtype=torch.float64)
+
+    ref_w = {k: v.clone().requires_grad_(True) for k, v in w.items()}
+    actor, critic, rec = reference_tbh(ref_w, x, prior_b, prior_c, adv)
+    actor_grads = torch.autograd.grad(actor, [ref_w[k] for k in ACTOR_PARAMS], retain_graph=True)
+    critic_grads = torch.autograd.grad(critic, [ref_w[k] for k in ("D1_w", "D1_b", "D2_w", "D2_b")])
+
+    method, model = tbh_product(w, adv)
+    method.draw_priors = lambda codes, z: (prior_b, prior_c)
+    terms = method.training_step(model.head(x), unsupervised_batch(x))
+    assert set(terms) == {"reconstruction", "adversarial"}
+    total = sum(terms.values())
+    assert float(terms["reconstruction"].detach()) == pytest.approx(float(rec.detach()), rel=1e-12)
+    assert float(total.detach()) == pytest.approx(float(actor.detach()), rel=1e-12)
+    assert float(terms["adversarial"].detach()) < -0.5  # a real adversarial term, not 0
+    total.backward()
+    m = method.module
+    product = [model.head.hidden.weight, model.head.hidden.bias, model.head.linear.weight, model.head.linear.bias,
+               m.continuous.weight, m.continuous.bias, m.graph.weight, m.graph.bias, m.decoder[0].weight,
+               m.decoder[0].bias, m.decoder[2].weight, m.decoder[2].bias]  # fmt: skip
+    for key, param, ref_grad in zip(ACTOR_PARAMS, product, actor_grads):
+        torch.testing.assert_close(param.grad, ref_grad, rtol=1e-9, atol=1e-12, msg=key)
+    assert model.head.linear.weight.grad.abs().sum() > 0  # the codes' straight-through gradient reaches the head
+
+    # The critic: same step's bottlenecks and priors, gradients of the negated discriminators are negated.
+    d = method.own_modules
+    for p in d.parameters():
+        p.grad = None
+    critic_loss = adv * method.adversarial_terms(*method._critic_inputs)
+    assert float(critic_loss.detach()) == pytest.approx(float(critic.detach()), rel=1e-12)
+    critic_loss.backward()
+    got = [d["binary_discriminator"].weight.grad, d["binary_discriminator"].bias.grad,
+           d["continuous_discriminator"].weight.grad, d["continuous_discriminator"].bias.grad]  # fmt: skip
+    for g, ref_grad in zip(got, critic_grads):
+        torch.testing.assert_close(g, -ref_grad, rtol=1e-9, atol=1e-12)
+
+
+def test_tbh_critic_step_moves_only_the_discriminators() -> None:
+    """own_step: one Adam step on the discriminators from the cached bottlenecks; the actor's layers stay."""
+    n = 6
+    x = fixed(n, D, 31, relu=True)
+    method, model = tbh_product(tbh_weights(32), 1.0)
+    method.own_optimizers()
+    method.training_step(model.head(x), unsupervised_batch(x))
+    actor_before = [p.detach().clone() for p in (*model.parameters(), *method.module.parameters())]
+    critic_before = [p.detach().clone() for p in method.own_modules.parameters()]
+    logged = method.own_step(torch.zeros(n, K), unsupervised_batch(x))
+    assert set(logged) == {"critic"} and float(logged["critic"]) > 0
+    assert all(torch.equal(a, p) for a, p in zip(actor_before, (*model.parameters(), *method.module.parameters())))
+    assert all(not torch.equal(a, p) for a, p in zip(critic_before, method.own_modules.parameters()))
+    with pytest.raises(RuntimeError):  # the cached inputs are used once
+        method.own_step(torch.zeros(n, K), unsupervised_batch(x))
+
+
+def test_tbh_adjacency_is_the_hamming_affinity() -> None:
+    """A_ij = (1 − d_H / K)^1.4: identical codes 1, complementary codes 0, one bit apart (1 − 1/4)^1.4."""
+    from hashkit.methods.tbh import hamming_adjacency
+
+    codes = torch.tensor([[1, 0, 1, 1], [0, 1, 0, 0], [1, 0, 1, 0]], dtype=torch.float64)
+    a = hamming_adjacency(codes)
+    assert torch.equal(torch.diag(a), torch.ones(3))
+    assert float(a[0, 1]) == 0.0 and float(a[0, 2]) == pytest.approx(0.75**1.4, rel=1e-12)
+    assert float(a[1, 2]) == pytest.approx(0.25**1.4, rel=1e-12)
+
+
+def test_tbh_refuses_a_head_without_a_hidden_layer() -> None:
+    from hashkit.errors import HashkitError
+    from hashkit.heads import LinearHead
+    from hashkit.methods.tbh import TBH
+
+    model = torch.nn.Module()
+    model.head = LinearHead(D, K)
+    with pytest.raises(HashkitError, match="mlp head"):
+        TBH(K, {}, CPU).bind_model(model)
