@@ -207,6 +207,14 @@ class CachedPipeline:
         suffix = self.model.backbone[self.start :]
         return self._run(images, suffix, self.model.backbone.feature_dim, desc)
 
+    def augmented_features(self, images: ImageCollection, seed: int, desc: str = "features") -> torch.Tensor:
+        """Refused: the cache holds the frozen stages' activations of the test transform (and its own cached
+        views), not fresh draws of the training transform through the whole backbone."""
+        raise HashkitError(
+            "features of the training transform need the image pipeline; under --freeze-backbone / --train-from "
+            "(cached activations) pass --similarity-transform test"
+        )
+
     def _run(self, images: ImageCollection, network: Any, width: int, desc: str) -> torch.Tensor:
         where = self.locate(images)
         step = self.encode_batch_size

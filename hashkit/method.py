@@ -100,6 +100,9 @@ class TrainingData:
     num_items: int
     labels: torch.Tensor | None  # (n, classes) float on the method's device; None for unsupervised methods
     pretrained_features: Callable[[], torch.Tensor] | None = None
+    # The same features through one draw of the training transform per image (seeded by the run's --seed;
+    # the image pipeline only: the cached path refuses it in one line), for SSDH's seed recipe.
+    augmented_features: Callable[[], torch.Tensor] | None = None
     splits: Any = None  # the DatasetSplits (protocol-specific parts live in splits.extra)
     init_checkpoint: dict[str, Any] | None = None  # the checkpoint given with --from (DIHN starts from ADSH's)
 

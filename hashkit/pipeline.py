@@ -69,6 +69,12 @@ class InputPipeline(Protocol):
         e.g. SSDH's pretrained-feature similarity."""
         ...
 
+    def augmented_features(self, images: ImageCollection, seed: int, desc: str = "features") -> torch.Tensor:
+        """The backbone's features (n, feature_dim) of one draw of the *training* transform per image, in
+        order (eval mode; random crops and flips drawn from ``seed`` alone, the global RNG left as it was),
+        e.g. SSDH's seed, which extracts its similarity features through its training loader."""
+        ...
+
     def for_training(self, network: nn.Module, batch_size: int) -> "InputPipeline":
         """This pipeline with ``forward`` running ``network`` (a DistributedDataParallel wrapper of
         ``model``) and ``train_batches`` cutting batches of ``batch_size`` (one rank's part); ``self``
@@ -128,9 +134,12 @@ def image_batches(
     batch_size: int,
     num_workers: int,
     to_device: Callable[[torch.Tensor], torch.Tensor],
+    generator: torch.Generator | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Transformed images of ``images`` in order, ``batch_size`` at a time, through ``to_device``."""
-    loader = DataLoader(ImageDataset(images, transform), batch_size=batch_size, num_workers=num_workers)
+    """Transformed images of ``images`` in order, ``batch_size`` at a time, through ``to_device`` (``generator``
+    seeds the loader's workers)."""
+    loader = DataLoader(ImageDataset(images, transform), batch_size=batch_size, num_workers=num_workers,
+                        generator=generator)  # fmt: skip
     for batch, _, _ in loader:
         yield to_device(batch)
 
@@ -239,6 +248,18 @@ class ImagePipeline:
     def features(self, images: ImageCollection, desc: str = "features") -> torch.Tensor:
         """The backbone's features (n, feature_dim) for ``images`` (before the hash layer; eval mode)."""
         return self._run(images, self.model.backbone, self.model.backbone.feature_dim, desc)
+
+    def augmented_features(self, images: ImageCollection, seed: int, desc: str = "features") -> torch.Tensor:
+        """The backbone's features through one draw of the training transform per image (see InputPipeline):
+        the draws come from a torch RNG seeded with ``seed`` (forked: the global state is restored after), and
+        the loader's workers from a generator with the same seed, so the same seed gives the same features."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            batches = image_batches(images, self.train_transform, self.encode_batch_size, self.num_workers,
+                                    self._to_device, generator=torch.Generator().manual_seed(seed))  # fmt: skip
+            return encode_batches(self.model, batches, self.model.backbone, total=len(images),
+                                  width=self.model.backbone.feature_dim, desc=desc)  # fmt: skip
 
     def _run(self, images: ImageCollection, network: Callable[[torch.Tensor], torch.Tensor], width: int, desc: str) -> torch.Tensor:
         batches = image_batches(images, self.eval_transform, self.encode_batch_size, self.num_workers, self._to_device)

@@ -99,14 +99,18 @@ def training_data(
     pipeline: InputPipeline,
     device: torch.device,
     init_checkpoint: dict[str, Any] | None = None,
+    seed: int = 0,
 ) -> TrainingData:
-    """What ``method.setup`` sees: labels only for supervised methods (SSDH never gets them)."""
+    """What ``method.setup`` sees: labels only for supervised methods (SSDH never gets them); the training
+    images' pretrained features under the test transform, or through a draw of the training transform seeded
+    with ``seed``."""
     train_set = getattr(splits, method.training_split)
     labels = torch.from_numpy(train_set.labels).float().to(device) if method.supervised else None
     return TrainingData(
         num_items=len(train_set),
         labels=labels,
         pretrained_features=lambda: pipeline.features(train_set),
+        augmented_features=lambda: pipeline.augmented_features(train_set, seed),
         splits=splits,
         init_checkpoint=init_checkpoint,
     )
@@ -209,7 +213,7 @@ def _build_trainer(
         # A cache the pipeline fills (cached activations) is filled by each node's first process alone.
         distributed.local_main_first(ctx, lambda: pipeline.prepare(getattr(splits, method.training_split)))
     # setup sees what the original run saw (the --from / pretrained network); a resumed state comes after.
-    method.setup(training_data(method, splits, pipeline, device, init_checkpoint))
+    method.setup(training_data(method, splits, pipeline, device, init_checkpoint, seed=int(config["seed"])))
     trainer = Trainer(config, splits, model, method, pipeline, out_dir, device, dist=ctx)
     if checkpoint is not None:
         trainer.load_training_state(checkpoint)

@@ -21,6 +21,16 @@ implemented by the PyTorch seed (TreezzZ/SSDH_PyTorch, ``ssdh.py``), step for st
    Deviation from the seed: the fit uses each pair once and no self-pairs; the seed fits the full n×n
    matrix, whose n zero self-distances widen σ_l slightly (n of ~n²/2 values in the left half).
 
+   **Which images the features see** (``--similarity-transform``): the seed extracts them through its
+   *training* loader (ssdh.py ``extract_features(model, train_dataloader, …)`` in eval mode; data/transform.py
+   ``train_transform``: RandomResizedCrop(224) + RandomHorizontalFlip), so each training image enters S as one
+   random crop and flip. ``--recipe seed`` does the same (``train``): one draw of the run's training transform
+   per image, eval mode, drawn from ``--seed`` alone (the same S at every start, ``--resume`` included; the
+   seed's draws follow its unseeded global RNG and shuffled loader). Elsewhere — the CPU recipe and the
+   default — S is built from the test transform's features (``test``: one deterministic view per image; under
+   the CPU recipe's cached activations the only one available, and the cached path refuses ``train`` in
+   one line).
+
 2. Hash learning (paper §3.2): the objective over binary codes, Σ_ij |S_ij| (b_iᵀ b_j / r − S_ij)²
    (Eq. 2), relaxed to h_i = tanh(u_i) ∈ (−1, 1)^r (the seed's tanh hash layer; codes are sign(u) =
    sign(h)) and taken over the pairs of one mini-batch of size b, including i = j, as the seed does:
@@ -60,6 +70,7 @@ BIN_WIDTH = 0.01  # histogram bin width for the mode of d (seed: 1/100)
 MAX_DISTANCE = 2.0  # cosine distance lies in [0, 2]
 BLOCK_ELEMENTS = 1 << 22  # distances computed per block (rows × n), bounds the float64 working memory
 MAX_S_BYTES = 4 << 30  # refuse an n×n int8 S beyond 4 GiB
+SIMILARITY_TRANSFORMS = ("test", "train")  # --similarity-transform: which images the similarity features see
 
 
 @dataclass(frozen=True)
@@ -192,6 +203,9 @@ class SSDH(HashingMethod):
     hyperparameters = {
         "alpha": Hyper(2.0, "similar pairs have distance < m − α·σ_l (paper eq. 1)"),
         "beta": Hyper(2.0, "dissimilar pairs have distance > m + β·σ_r (paper eq. 1)"),
+        "similarity_transform": Hyper(
+            "test", "images the similarity's features see: 'test' (the test transform, one fixed view each) or "
+            "'train' (one seeded draw of the training transform each, as the seed's training loader)", str),
     }
     recipes = {
         # TreezzZ/SSDH_PyTorch ssdh.py / run.py / model_loader.py / data/transform.py.
@@ -216,6 +230,7 @@ class SSDH(HashingMethod):
             "hash_init_std": None,
             "alpha": 2.0,
             "beta": 2.0,
+            "similarity_transform": "train",  # extract_features(model, train_dataloader, …)
         },
         "cpu": {"hash_activation": "tanh"},
     }
@@ -232,12 +247,18 @@ class SSDH(HashingMethod):
         self._restored: dict[str, torch.Tensor] | None = None
 
     def setup(self, data: TrainingData) -> None:
-        if data.pretrained_features is None:
+        transform = str(self.hparams["similarity_transform"])
+        if transform not in SIMILARITY_TRANSFORMS:
+            raise HashkitError(
+                f"--similarity-transform {transform!r} is unknown; valid: {', '.join(SIMILARITY_TRANSFORMS)}"
+            )
+        source = data.augmented_features if transform == "train" else data.pretrained_features
+        if source is None:
             raise HashkitError(
                 "SSDH builds its pseudo-similarity from pretrained backbone features, but this pipeline "
                 "offers none; use the default image pipeline"
             )
-        features = data.pretrained_features().to(self.device)
+        features = source().to(self.device)
         if features.shape[0] != data.num_items:
             raise HashkitError(f"SSDH got {features.shape[0]} feature rows for {data.num_items} training images")
         self.build_similarity(features)

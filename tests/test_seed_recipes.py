@@ -168,11 +168,12 @@ TABLE: list[tuple[str, str, dict[str, Any]]] = [
         "mu": 50.0,
     }),
     *rows("ssdh", {
-        "source": "TreezzZ/SSDH_PyTorch run.py / ssdh.py / model_loader.py",
+        "source": "TreezzZ/SSDH_PyTorch run.py / ssdh.py / model_loader.py / data/transform.py",
         "arch": "vgg16", "optimizer": "sgd", "lr": 1e-3, "hash_lr": 1e-3, "weight_decay": 1e-5, "momentum": 0.9,
         "scheduler": {"name": "constant", "interval": "epoch"}, "max_iter": 50, "batch_size": 24,
         "backbone_dropout": True, "head": "relu_linear", "hash_init_std": None, "hash_activation": "tanh",
         "topk": 5000,
+        "similarity_transform": "train",  # ssdh.py extract_features(model, train_dataloader, …): random crops
     }),
     # ---- catalogue II, DeepHash-pytorch
     *rows("dsh", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch DSH.py get_config", "max_iter": 250,

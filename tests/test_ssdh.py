@@ -1,5 +1,14 @@
 """SSDH: the threshold rule and S (paper eq. 1) and the known-pairs loss (eq. 2, relaxed) against slow,
-obvious references; and a proof that training never reads labels (bit-identical weights)."""
+obvious references; and a proof that training never reads labels (bit-identical weights).
+
+Which images S is built from (issue 29): ``--recipe seed`` takes the features through one seeded draw of the
+training transform per image, as TreezzZ/SSDH_PyTorch ssdh.py ``extract_features(model, train_dataloader, …)``
+(data/transform.py: RandomResizedCrop(224) + flip); the CPU recipe keeps the test transform's features and its
+trained codes are pinned to the values recorded before that change. Mutation that fails here: in
+methods/ssdh.py read ``data.pretrained_features`` whatever ``--similarity-transform`` says →
+``test_setup_takes_the_features_its_similarity_transform_names`` fails; applying ``self.eval_transform`` in
+``ImagePipeline.augmented_features`` fails ``test_augmented_features_are_seeded_draws_of_the_training_transform``.
+"""
 
 from __future__ import annotations
 
@@ -189,7 +198,7 @@ def test_loss_is_zero_when_relaxed_codes_match_s() -> None:
 def test_method_step_reads_s_rows_of_the_batch_and_never_labels() -> None:
     features = clustered_features()
     method = SSDH(12, {}, CPU)
-    assert method.hparams == {"alpha": 2.0, "beta": 2.0} and SSDH.supervised is False
+    assert method.hparams == {"alpha": 2.0, "beta": 2.0, "similarity_transform": "test"} and SSDH.supervised is False
     calls = []
     method.setup(TrainingData(num_items=len(features), labels=None, pretrained_features=lambda: calls.append(1) or features))
     assert calls == [1]
@@ -296,3 +305,163 @@ def test_training_never_reads_labels(tmp_path, monkeypatch: pytest.MonkeyPatch) 
     c = train_tiny("dpsh", False, tmp_path / "c", monkeypatch)
     d = train_tiny("dpsh", True, tmp_path / "d", monkeypatch)
     assert not torch.equal(c["model"]["head.linear.weight"], d["model"]["head.linear.weight"])
+
+
+# ---------- which images the similarity's features see (issue 29) ----------
+
+def test_setup_takes_the_features_its_similarity_transform_names() -> None:
+    """``train`` builds S from ``augmented_features`` (the seed's training loader), ``test`` from the test
+    transform's ``pretrained_features``; the recipes choose ``train`` for the seed and keep ``test`` on CPU."""
+    from hashkit.config import resolve_config
+
+    near = torch.tensor([[1.0, 0.0, 0.0], [0.99, 0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    far = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.7, 0.7, 0.0]])
+    calls: list[str] = []
+
+    def data() -> TrainingData:
+        return TrainingData(num_items=4, labels=None,
+                            pretrained_features=lambda: calls.append("test") or far,
+                            augmented_features=lambda: calls.append("train") or near)  # fmt: skip
+
+    for transform, features in (("train", near), ("test", far)):
+        calls.clear()
+        method = SSDH(8, {"alpha": 0.5, "beta": 0.5, "similarity_transform": transform}, CPU)
+        method.setup(data())
+        reference = SSDH(8, {"alpha": 0.5, "beta": 0.5}, CPU)
+        reference.build_similarity(features)
+        assert calls == [transform] and torch.equal(method.S, reference.S)
+    from hashkit.errors import HashkitError
+
+    with pytest.raises(HashkitError, match="--similarity-transform 'crop' is unknown"):
+        SSDH(8, {"similarity_transform": "crop"}, CPU).setup(data())
+    assert resolve_config({"method": "ssdh", "recipe": "seed"})["similarity_transform"] == "train"
+    assert resolve_config({"method": "ssdh", "recipe": "cpu"})["similarity_transform"] == "test"
+
+
+def test_augmented_features_are_seeded_draws_of_the_training_transform(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One draw of the training transform per image, in order, eval mode, from the seed alone: the same seed
+    gives the same features, another seed others, the test transform others again; the global RNG is untouched."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_distributed import use_tiny_backbones
+
+    from hashkit.data.base import ImageDataset
+    from hashkit.model import build_model
+    from hashkit.pipeline import ImagePipeline
+
+    use_tiny_backbones(monkeypatch)
+    torch.manual_seed(0)
+    model = build_model("tiny-bn", 8, False, None)
+    pipeline = ImagePipeline(model, image_size=32, batch_size=4, num_workers=0, device=CPU,
+                             train_transform="resized_crop_flip", test_transform="resize")  # fmt: skip
+    images = synthetic_splits(False).train
+    state = torch.get_rng_state()
+    a = pipeline.augmented_features(images, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a, pipeline.augmented_features(images, seed=3))
+    assert not torch.equal(a, pipeline.augmented_features(images, seed=4))
+    assert not torch.allclose(a, pipeline.features(images), atol=1e-3)
+    torch.manual_seed(3)  # the reference: the training transform item by item from that seed, backbone in eval
+    dataset = ImageDataset(images, pipeline.train_transform)
+    inputs = torch.stack([dataset[i][0] for i in range(len(images))])
+    model.eval()
+    with torch.no_grad():
+        expected = model.backbone(inputs)
+    torch.testing.assert_close(a, expected, rtol=1e-5, atol=1e-6)
+
+
+# The CPU recipe's trained codes, recorded before the seed recipe's training-transform features existed
+# (commit f7ec103's tree): synthetic 4-class data of tests/test_method_registry.py, EfficientNet-Lite0 at 32 px,
+# 16 bits, 2 epochs, α = β = 1 (the tiny set's thresholds). sha256 of the packed codes of query + database, mAP.
+# Keyed by CPU capability and vendor: float kernels round differently across hosts (tests/test_pinned_codes.py's
+# AVX2 values, recorded on an Intel AVX2 host, do not hold on the AMD AVX2 host where these were recorded).
+PINNED_CPU = {("AVX2", "AuthenticAMD"): ("d467313b6006f8d535fca4efacedc80bcea3f9585262f1c972619eaed2edd8f8", 0.7997325594833828)}
+
+
+def cpu_class() -> tuple[str, str]:
+    """(torch's CPU capability, the CPU vendor from /proc/cpuinfo or 'unknown')."""
+    from pathlib import Path
+
+    vendor = "unknown"
+    info = Path("/proc/cpuinfo")
+    if info.exists():
+        for line in info.read_text().splitlines():
+            if line.startswith("vendor_id"):
+                vendor = line.split(":", 1)[1].strip()
+                break
+    return torch.backends.cpu.get_cpu_capability(), vendor
+
+
+def test_cpu_recipe_codes_do_not_move(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+    import sys
+    from pathlib import Path
+
+    capability = cpu_class()
+    if capability not in PINNED_CPU:
+        pytest.skip(f"no SSDH codes recorded for CPU class {capability} (recorded: {list(PINNED_CPU)})")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_method_registry import synthetic_splits as registry_splits
+    from test_method_registry import train_ok
+
+    from hashkit.model import binarize
+    from hashkit.registry import DATASETS
+    from hashkit.run import load_run
+
+    DATASETS.names()
+    monkeypatch.setitem(DATASETS._entries, "synthetic", lambda config: registry_splits(config))
+    out = tmp_path / "ssdh"
+    result = train_ok([
+        "train", "--method", "ssdh", "--dataset", "synthetic", "--recipe", "cpu", "--image-size", "32",
+        "--code-length", "16", "--batch-size", "8", "--max-iter", "2", "--seed", "0", "--out", str(out),
+        "--cache-dir", str(tmp_path / "cache"), "--alpha", "1", "--beta", "1",
+    ])  # fmt: skip
+    assert result["config"]["similarity_transform"] == "test"
+    _, splits, _, _, pipeline, _ = load_run(out / "checkpoint.pt", {"cache_dir": str(tmp_path / "cache")}, CPU)
+    codes = torch.cat([binarize(pipeline.encode(splits.query)), binarize(pipeline.encode(splits.database))])
+    packed = np.packbits((codes.numpy() > 0).astype(np.uint8), axis=1)
+    assert (hashlib.sha256(packed.tobytes()).hexdigest(), float(result["map"])) == PINNED_CPU[capability]
+
+
+def test_cached_path_refuses_training_transform_features(tmp_path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Cached activations hold the test transform's views only: ``train`` under the CPU recipe is one line."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_method_registry import cli
+    from test_method_registry import synthetic_splits as registry_splits
+
+    from hashkit.registry import DATASETS
+
+    DATASETS.names()
+    monkeypatch.setitem(DATASETS._entries, "synthetic", lambda config: registry_splits(config))
+    rc = cli(["train", "--method", "ssdh", "--dataset", "synthetic", "--recipe", "cpu", "--image-size", "32",
+              "--code-length", "8", "--max-iter", "1", "--out", str(tmp_path / "run"), "--cache-dir",
+              str(tmp_path / "cache"), "--similarity-transform", "train"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc != 0 and "pass --similarity-transform test" in err
+
+
+def test_seed_recipe_similarity_runs_end_to_end_from_the_run_seed(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through hashkit.run: ``train`` features give another fit than ``test`` features, and the same --seed
+    gives the same fit (S is rebuilt identically at every start, --resume included)."""
+    import hashkit.run as run
+
+    monkeypatch.setattr(run, "build_splits", lambda config: synthetic_splits(False))
+
+    def fit(transform: str, seed: int, out: str) -> torch.Tensor:
+        config = {
+            "method": "ssdh", "dataset": "cifar10", "code_length": 8, "out": str(tmp_path / out), "seed": seed,
+            "arch": "efficientnet_lite0", "pretrained": True, "image_size": 32, "batch_size": 6, "max_iter": 1,
+            "lr": 1e-3, "num_workers": 0, "metrics": "map", "topk": None, "alpha": 1.0, "beta": 1.0,
+            "similarity_transform": transform, "train_transform": "resized_crop_flip",
+        }  # fmt: skip
+        run.train(config)
+        return torch.load(tmp_path / out / "checkpoint.pt", weights_only=True)["method_state"]["fit"]
+
+    a, b, c = fit("train", 0, "a"), fit("train", 0, "b"), fit("test", 0, "c")
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
