@@ -103,3 +103,16 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory):
         yield f"127.0.0.1:{server.listen_port}"
     finally:
         server.stop()
+
+
+@pytest.fixture
+def torch_threads(request: pytest.FixtureRequest):
+    """Set torch's thread count for one test to ``request.param`` (indirect parametrisation) or 1: pinned trained
+    codes depend on it (a reduction split over 2 threads rounds differently than over 1), so a pin records the
+    count it was made with and holds on any number of cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(getattr(request, "param", 1)))
+    yield torch.get_num_threads()
+    torch.set_num_threads(before)

@@ -375,31 +375,17 @@ def test_augmented_features_are_seeded_draws_of_the_training_transform(monkeypat
 # The CPU recipe's trained codes, recorded before the seed recipe's training-transform features existed
 # (commit f7ec103's tree): synthetic 4-class data of tests/test_method_registry.py, EfficientNet-Lite0 at 32 px,
 # 16 bits, 2 epochs, α = β = 1 (the tiny set's thresholds). sha256 of the packed codes of query + database, mAP.
-# Keyed by CPU capability and vendor: float kernels round differently across hosts (tests/test_pinned_codes.py's
-# AVX2 values, recorded on an Intel AVX2 host, do not hold on the AMD AVX2 host where these were recorded).
-PINNED_CPU = {("AVX2", "AuthenticAMD"): ("d467313b6006f8d535fca4efacedc80bcea3f9585262f1c972619eaed2edd8f8", 0.7997325594833828)}
+# Keyed by torch's CPU capability, as tests/test_pinned_codes.py (float kernels round differently across CPU
+# classes), and recorded with one torch thread, which the test sets (the torch_threads fixture).
+PINNED_CPU = {"AVX2": ("d467313b6006f8d535fca4efacedc80bcea3f9585262f1c972619eaed2edd8f8", 0.7997325594833828)}
 
 
-def cpu_class() -> tuple[str, str]:
-    """(torch's CPU capability, the CPU vendor from /proc/cpuinfo or 'unknown')."""
-    from pathlib import Path
-
-    vendor = "unknown"
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        for line in info.read_text().splitlines():
-            if line.startswith("vendor_id"):
-                vendor = line.split(":", 1)[1].strip()
-                break
-    return torch.backends.cpu.get_cpu_capability(), vendor
-
-
-def test_cpu_recipe_codes_do_not_move(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cpu_recipe_codes_do_not_move(tmp_path, monkeypatch: pytest.MonkeyPatch, torch_threads: int) -> None:
     import hashlib
     import sys
     from pathlib import Path
 
-    capability = cpu_class()
+    capability = torch.backends.cpu.get_cpu_capability()
     if capability not in PINNED_CPU:
         pytest.skip(f"no SSDH codes recorded for CPU class {capability} (recorded: {list(PINNED_CPU)})")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
