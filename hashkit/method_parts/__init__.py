@@ -4,6 +4,8 @@
 * :mod:`~hashkit.method_parts.memory` — the pairwise memory of the training split's relaxed codes;
 * :mod:`~hashkit.method_parts.pairs` — squared distances, balanced pair weights, in-batch triplet likelihood,
   soft label similarities (DSH, DCH, DTSH, IDHN);
+* :mod:`~hashkit.method_parts.histograms` — soft (triangular-kernel) histograms of pairwise distances and their
+  entropies (MIHash);
 * :mod:`~hashkit.method_parts.relaxations` — binarisation layers (straight-through sign, bi-half,
   stochastic binary);
 * :mod:`~hashkit.method_parts.feature_similarity` — codes that copy the cosine similarities of the batch's
