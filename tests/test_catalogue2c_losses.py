@@ -1,9 +1,10 @@
-"""Catalogue II, third part (issue 30): MIHash against its reference code.
+"""Catalogue II, third part (issue 30): MIHash and MDSH against their reference code.
 
 Each ``reference_*`` below transcribes a reference's loss in plain torch (float64), without hashkit's helpers:
 fcakir/deep-mihash's ``mihash/mi_forward.m`` (value) and ``mihash/mi_backward.m`` (its hand-written gradient,
 transcribed as well: no autograd on the reference side) and CISiPLab/cisip-FIRe's ``functions/loss/mihash.py``
-(value, autograd for its gradient). The hashkit method is driven through its own hooks (``setup`` /
+(value, autograd for its gradient); Wangld5/Center-Hashing's ``optimizeAccel.py`` (MDSH's centers: get_margin,
+Lp_box_one, Lp_box) and ``loss/ourLoss.py`` (its loss, autograd). The hashkit method is driven through its own hooks (``setup`` /
 ``training_step``) on the same fixed tensors, single- and multi-label; the loss value and its gradient with
 respect to the batch outputs must agree.
 """
@@ -14,9 +15,16 @@ from typing import Any, Callable
 
 import pytest
 import torch
+from scipy.linalg import hadamard
+from scipy.special import comb
 
 from hashkit.errors import HashkitError
 from hashkit.method import Batch, TrainingData
+from hashkit.method_parts.centers import (
+    hadamard_centers, lp_box_center, minimal_distance_bound, minimal_distance_separated_centers, optimise_min_distance,
+    pairwise_hamming,
+)
+from hashkit.methods.mdsh import MDSH
 from hashkit.methods.mihash import MIHash
 
 CPU = torch.device("cpu")
@@ -202,3 +210,182 @@ def test_mihash_bad_hyperparameters_are_one_line() -> None:
         with pytest.raises(HashkitError) as error:
             MIHash(K, hp, CPU).setup(TrainingData(num_items=4, labels=labels_of(4, False).float()))
         assert "\n" not in str(error.value)
+
+
+# ---------------------------------------------------------------------------------------------- MDSH
+
+
+def reference_get_margin(bit: int, n_class: int) -> int:
+    """Wangld5/Center-Hashing optimizeAccel.py get_margin's d_max (loss/ourLoss.py's is the same loop)."""
+    L, right, d_max = bit, (2**bit) / n_class, 0
+    for dim in range(2 * L + 4):
+        sum_1 = sum(comb(L, j) for j in range(dim))
+        sum_2 = sum(comb(L, j) for j in range(dim - 1))
+        if sum_1 >= right and sum_2 < right:
+            d_max = dim
+            break
+    return d_max
+
+
+def reference_lp_box_one(b: torch.Tensor, H: torch.Tensor, d_max: int, generator: torch.Generator) -> torch.Tensor:
+    """optimizeAccel.py Lp_box_one (rho 1e-5, gamma golden ratio, error 1e-6), its multipliers drawn with
+    torch.rand from ``generator`` (y1, y2, y3 in that order) where the reference calls np.random.rand."""
+    bit, n_other = b.shape[0], H.shape[0]
+    rho, gamma, error = 1e-5, (1 + 5**0.5) / 2, 1e-6
+    d = bit - 2 * d_max
+    C = torch.ones(n_other, dtype=F64) @ H / n_other
+
+    def cal_one_hamm(x: torch.Tensor) -> tuple[float, float]:
+        temp = 0.5 * (bit - H @ x)
+        return float(temp.mean() + temp.min() - temp.var(unbiased=False)), float(temp.min())
+
+    count = 0
+    best_eval, best_min = cal_one_hamm(torch.sign(b))
+    best_B = b
+    z1, z2, z3 = b.clone(), b.clone(), d - H @ torch.sign(b)
+    y1 = torch.rand(bit, generator=generator, dtype=F64)
+    y2 = torch.rand(bit, generator=generator, dtype=F64)
+    y3 = torch.rand(n_other, generator=generator, dtype=F64)
+    for _ in range(1000):
+        for _ in range(10):
+            left = (rho + rho) * torch.eye(bit, dtype=F64) + rho * H.t() @ H
+            right = rho * z1 + rho * z2 + rho * H.t() @ (d - z3) - y1 - y2 - H.t() @ y3 - C
+            b = torch.inverse(left) @ right
+            z1 = b + 1 / rho * y1
+            z2 = b + 1 / rho * y2
+            z3 = d - H @ b - 1 / rho * y3
+            in_range = not bool(((z1 < -1) & (z1 > 1)).any()) and not bool((z3 < 0).any()) and abs(float((z2**2).sum()) - bit) <= 0.001
+            if in_range:
+                y1 = y1 + gamma * rho * (b - z1)
+                y2 = y2 + gamma * rho * (b - z2)
+                y3 = y3 + gamma * rho * (H @ b + z3 - d)
+                break
+            z1 = z1.clamp(-1, 1)
+            z2 = bit**0.5 * z2 / torch.linalg.norm(z2)
+            z3 = z3.clamp(min=0)
+            y1 = y1 + gamma * rho * (b - z1)
+            y2 = y2 + gamma * rho * (b - z2)
+            y3 = y3 + gamma * rho * (H @ b + z3 - d)
+        rho = min(1.09 * rho, 1e7)
+        if rho == 1e7:
+            count += 1
+            ev, mini = cal_one_hamm(torch.sign(b))
+            if ev > best_eval or mini > best_min:
+                best_eval, best_min, best_B = ev, mini, torch.sign(b)
+        if max((b - z1).abs().max(), (b - z2).abs().max(), (H @ b + z3 - d).abs().max()) < error:
+            break
+        if count == 100:
+            break
+    return best_B
+
+
+def reference_lp_box(B: torch.Tensor, d_max: int, generator: torch.Generator) -> torch.Tensor:
+    """optimizeAccel.py Lp_box (50 sweeps; cal_hamm's mean + min − var; stop at min ≥ d_max), best_st 0."""
+    B = B.clone()
+    best_B, best_st = B.clone(), 0.0
+    for _ in range(50):
+        for i in range(B.shape[0]):
+            H = torch.cat((B[:i], B[i + 1 :]))
+            B[i] = reference_lp_box_one(B[i], H, d_max, generator)
+        dist = torch.tensor([float((B[i] != B[j]).sum()) for i in range(len(B)) for j in range(i + 1, len(B))], dtype=F64)
+        st = float(dist.mean() + dist.min() - dist.var(unbiased=False))
+        if st > best_st:
+            best_st, best_B = st, B.clone()
+        if dist.min() >= d_max:
+            break
+    return best_B
+
+
+def reference_mdsh_loss(
+    u: torch.Tensor, y: torch.Tensor, ind: list[int], U: torch.Tensor, Y: torch.Tensor, centers: torch.Tensor,
+    hp: dict[str, Any], epoch: int,
+) -> torch.Tensor:  # fmt: skip
+    """loss/ourLoss.py OurLoss.forward: U[ind] = u2 (here u itself, detached: no momentum encoder), then
+    cos_eps_loss + beta × moco_pairloss (epoch ≥ epoch_change) + lambda × mean (|u| − 1)²; u is tanh'd already."""
+    U = U.clone()
+    U[ind] = u.detach()
+    K = u.shape[1]
+    u_norm = u / u.norm(dim=1, keepdim=True)
+    centers_norm = centers / centers.norm(dim=1, keepdim=True)
+    p = torch.softmax(K**0.5 * (u_norm @ centers_norm.t()), dim=1)
+    s = y @ torch.eye(centers.shape[0], dtype=F64).t()
+    cos_loss = -torch.mean(s * torch.log(p) + (1 - s) * torch.log(1 - p))
+    pair_loss = 0.0
+    if epoch >= hp["pair_from_epoch"]:
+        last_u = U / U.norm(dim=1, keepdim=True)
+        last_sim = ((y @ Y.t()) > 0).to(F64)
+        last_cos = u_norm @ last_u.t()
+        pair_loss = torch.sum(last_sim * torch.log(1 + torch.exp(0.5 * (1 - last_cos)))) / torch.sum(last_sim)
+    return cos_loss + hp["beta"] * pair_loss + hp["lamda"] * (u.abs() - 1).pow(2).mean()
+
+
+@pytest.mark.parametrize(("bits", "classes"), [(8, 4), (12, 10), (32, 10), (64, 100), (16, 21)])
+def test_mdsh_distance_bound_is_get_margins(bits: int, classes: int) -> None:
+    assert minimal_distance_bound(bits, classes) == reference_get_margin(bits, classes)
+
+
+def test_mdsh_center_step_is_lp_box_one() -> None:
+    """One center moved against the others, the same multipliers' draws: random ±1 codes of 12 classes at 4 bits
+    (the bound is 2), the last center moved by the ADMM — one of the few small cases where the reference's solver
+    runs until ρ = 1e7 and changes the center. Fails if ``lp_box_center`` in hashkit/method_parts/centers.py bounded
+    the inner products by bits − distance instead of bits − 2·distance."""
+    codes = torch.randint(0, 2, (12, 4), generator=torch.Generator().manual_seed(0)).to(F64) * 2 - 1
+    bound = reference_get_margin(4, 12)
+    got = lp_box_center(codes[-1].numpy(), codes[:-1].numpy(), bound, torch.Generator().manual_seed(0))
+    expected = reference_lp_box_one(codes[-1], codes[:-1], bound, torch.Generator().manual_seed(0))
+    assert torch.equal(torch.from_numpy(got), expected)
+    assert not torch.equal(expected, codes[-1])  # the center moved
+
+
+def test_mdsh_converged_solver_keeps_a_converged_center() -> None:
+    """CSQ's 8-bit codes of 4 classes with the last replaced by the first with one bit flipped (distance 1, the
+    bound 4): the reference's solver converges before ρ = 1e7 and returns the center unchanged; ``keep_converged``
+    (``--center-solver converged``) takes the converged code, at least 4 from every other."""
+    codes = torch.tensor(hadamard(8)[:4], dtype=F64)
+    codes[3] = codes[0]
+    codes[3, 3] *= -1
+    expected = reference_lp_box_one(codes[3], codes[:3], 4, torch.Generator().manual_seed(7))
+    assert torch.equal(expected, codes[3])
+    assert torch.equal(torch.from_numpy(lp_box_center(codes[3].numpy(), codes[:3].numpy(), 4, torch.Generator().manual_seed(7))), expected)
+    moved = torch.from_numpy(lp_box_center(codes[3].numpy(), codes[:3].numpy(), 4, torch.Generator().manual_seed(7), True))
+    assert (0.5 * (8 - codes[:3] @ moved)).min() >= 4
+
+
+def test_mdsh_center_sweeps_are_lp_box() -> None:
+    """The sweeps from CSQ's codes (3 classes at 8 bits, already 4 apart: one sweep, then the stop) equal the
+    reference's ``Lp_box``, and the method's centers are these."""
+    start = torch.tensor(hadamard(8)[:3], dtype=F64)
+    bound = reference_get_margin(8, 3)
+    got = optimise_min_distance(start.float(), bound, torch.Generator().manual_seed(3))
+    expected = reference_lp_box(start, bound, torch.Generator().manual_seed(3))
+    assert torch.equal(got.double(), expected)
+    assert pairwise_hamming(got).min() >= bound
+    generator = torch.Generator().manual_seed(0)
+    assert torch.equal(minimal_distance_separated_centers(3, 8), optimise_min_distance(hadamard_centers(3, 8), bound, generator))
+
+
+@pytest.mark.parametrize("epoch", [0, 9])
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_mdsh_loss_is_the_references(multi_label: bool, epoch: int) -> None:
+    """Center loss, quantisation and (epoch ≥ 9) pair term against a memory written by a previous pass, with the
+    method's own centers; values and gradients with respect to the outputs before tanh. Fails if
+    ``mdsh_center_loss`` dropped the √K scale of the cosines."""
+    n = 12
+    labels = labels_of(n, multi_label)
+    hp = {"lamda": 0.3, "beta": 0.7, "pair_from_epoch": 9}
+    method = MDSH(K, hp, CPU)
+    method.setup(TrainingData(num_items=n, labels=labels.float()))
+    centers = method.centers.double()
+    assert pairwise_hamming(centers).min() >= minimal_distance_bound(K, C)
+    previous = torch.tanh(outputs(n, seed=6, scale=1.0))
+    method.observe(torch.atanh(previous).float(), torch.arange(n))
+    method.on_epoch_start(epoch)
+    ind = [1, 4, 5, 8, 11]
+    u = outputs(len(ind), seed=7, scale=1.0)
+    b = Batch(inputs=torch.zeros(len(ind), 1), labels=labels[ind], index=torch.tensor(ind))
+    value, grad = hashkit_step(method, u, b)
+    ref_value, ref_grad = autograd(
+        lambda v: reference_mdsh_loss(torch.tanh(v), labels[ind], ind, previous, labels, centers, hp, epoch), u
+    )
+    assert value == pytest.approx(ref_value, rel=1e-5, abs=1e-7)
+    assert torch.allclose(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)

@@ -190,6 +190,13 @@ TABLE: list[tuple[str, str, dict[str, Any]]] = [
                     "alpha": 0.05}, DEEPHASH_TRANSFORMS),
     # ---- catalogue II, FIRe / the authors' repositories
     *rows("mihash", {**FIRE, "head": "no_bias", "bins": 16, "source": FIRE["source"] + " (--hash-bias off), arch single, configs/templates/mihash.yaml (nbins 16)"}, FIRE_TRANSFORMS),
+    *rows("mdsh", {
+        "source": "Wangld5/Center-Hashing scripts/utils.py get_config (RMSprop 1e-5, wd 1e-5, batch 64, epoch 1000, lambda 1e-4, beta 1, epoch_change 9), model/Net.py (resnet50, hash layer normal_(0, 0.01) + BatchNorm1d + tanh), dataset/online_loader.py image_transform",
+        "arch": "resnet50", "optimizer": "rmsprop", "lr": 1e-5, "hash_lr": 1e-5, "weight_decay": 1e-5, "momentum": 0.0,
+        "scheduler": {"name": "constant", "interval": "epoch"}, "max_iter": 1000, "batch_size": 64,
+        "backbone_dropout": True, "head": "bn", "hash_init_std": 0.01, "hash_activation": "tanh", "lamda": 1e-4,
+        "beta": 1.0, "pair_from_epoch": 9,
+    }, {d: {"train": "resize256_randomcrop224_flip", "test": "resize256_centercrop224"} for d in DATASETS}),
     # ---- catalogue III, shallow (FIRe functions/loss/{lsh,itq,pca,sh,imh}.py on frozen VGG16 fc7 descriptors, taken
     # through FIRe's test transform of the data set; fitted in closed form: no optimiser, epochs or training transform)
     *[(method, dataset, {

@@ -1,6 +1,7 @@
 """Shared parts of the hashing methods: what two or more methods in ``methods/`` use lives here once.
 
-* :mod:`~hashkit.method_parts.centers` — fixed ±1 class codes (Hadamard, Bernoulli) and multi-label targets;
+* :mod:`~hashkit.method_parts.centers` — fixed ±1 class codes (Hadamard, Bernoulli, MDSH's optimised
+  minimal-distance centers) and multi-label targets;
 * :mod:`~hashkit.method_parts.memory` — the pairwise memory of the training split's relaxed codes;
 * :mod:`~hashkit.method_parts.pairs` — squared distances, balanced pair weights, in-batch triplet likelihood,
   soft label similarities (DSH, DCH, DTSH, IDHN);
