@@ -12,3 +12,4 @@ from . import dbdh, dshsd, dsdh, idhn, lcdsh  # noqa: F401
 from . import bihalf, cibhash, greedyhash_unsup  # noqa: F401
 from . import mihash  # noqa: F401
 from . import mdsh  # noqa: F401
+from . import hyp2  # noqa: F401

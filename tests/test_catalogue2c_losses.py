@@ -1,10 +1,11 @@
-"""Catalogue II, third part (issue 30): MIHash and MDSH against their reference code.
+"""Catalogue II, third part (issue 30): MIHash, MDSH and HyP² against their reference code.
 
 Each ``reference_*`` below transcribes a reference's loss in plain torch (float64), without hashkit's helpers:
 fcakir/deep-mihash's ``mihash/mi_forward.m`` (value) and ``mihash/mi_backward.m`` (its hand-written gradient,
 transcribed as well: no autograd on the reference side) and CISiPLab/cisip-FIRe's ``functions/loss/mihash.py``
 (value, autograd for its gradient); Wangld5/Center-Hashing's ``optimizeAccel.py`` (MDSH's centers: get_margin,
-Lp_box_one, Lp_box) and ``loss/ourLoss.py`` (its loss, autograd). The hashkit method is driven through its own hooks (``setup`` /
+Lp_box_one, Lp_box) and ``loss/ourLoss.py`` (its loss, autograd); JerryXu0129/HyP2-Loss's ``model.py`` (``HyP``,
+autograd) with the threshold of its ``codetable.xlsx``. The hashkit method is driven through its own hooks (``setup`` /
 ``training_step``) on the same fixed tensors, single- and multi-label; the loss value and its gradient with
 respect to the batch outputs must agree.
 """
@@ -15,6 +16,7 @@ from typing import Any, Callable
 
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy.linalg import hadamard
 from scipy.special import comb
 
@@ -24,6 +26,8 @@ from hashkit.method_parts.centers import (
     hadamard_centers, lp_box_center, minimal_distance_bound, minimal_distance_separated_centers, optimise_min_distance,
     pairwise_hamming,
 )
+from hashkit.method_parts.proxies import code_bound_cosine
+from hashkit.methods.hyp2 import HyP2
 from hashkit.methods.mdsh import MDSH
 from hashkit.methods.mihash import MIHash
 
@@ -389,3 +393,70 @@ def test_mdsh_loss_is_the_references(multi_label: bool, epoch: int) -> None:
     )
     assert value == pytest.approx(ref_value, rel=1e-5, abs=1e-7)
     assert torch.allclose(grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- HyP²
+
+
+def reference_hyp2(x: torch.Tensor, batch_y: torch.Tensor, proxies: torch.Tensor, threshold: float, beta: float) -> torch.Tensor:
+    """JerryXu0129/HyP2-Loss model.py HyP.forward with ``self.proxies`` = ``proxies`` and config.py's threshold."""
+    P_one_hot = batch_y
+    cos = F.normalize(x, p=2, dim=1).mm(F.normalize(proxies, p=2, dim=1).T)
+    pos = 1 - cos
+    neg = F.relu(cos - threshold)
+    P_num = len(P_one_hot.nonzero())
+    N_num = len((P_one_hot == 0).nonzero())
+    pos_term = torch.where(P_one_hot == 1, pos, torch.zeros_like(cos)).sum() / P_num
+    neg_term = torch.where(P_one_hot == 0, neg, torch.zeros_like(cos)).sum() / N_num
+    if beta > 0:
+        index = batch_y.sum(dim=1) > 1
+        y_ = batch_y[index].to(F64)
+        x_ = x[index]
+        cos_sim = y_.mm(y_.T)
+        if len((cos_sim == 0).nonzero()) == 0:
+            reg_term = 0
+        else:
+            x_sim = F.normalize(x_, p=2, dim=1).mm(F.normalize(x_, p=2, dim=1).T)
+            neg = beta * F.relu(x_sim - threshold)
+            reg_term = torch.where(cos_sim == 0, neg, torch.zeros_like(x_sim)).sum() / len((cos_sim == 0).nonzero())
+    else:
+        reg_term = 0
+    return pos_term + neg_term + reg_term
+
+
+# codetable.xlsx (JerryXu0129/HyP2-Loss), read as config.py does: sheet.row(bits)[ceil(log2(classes))].
+CODE_TABLE_CELLS = [(32, 10, 0.0), (32, 100, 0.125), (48, 80, 0.08333333333333337), (8, 4, -0.25), (16, 3, -0.25),
+                    (64, 21, 0.0), (12, 2, -1.0), (24, 38, 0.1666666666666666), (128, 1000, 0.0625)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("bits", "classes", "cell"), CODE_TABLE_CELLS)
+def test_hyp2_threshold_is_the_code_tables(bits: int, classes: int, cell: float) -> None:
+    """Fails if code_bound_cosine took ⌊log₂ classes⌋ instead of the reference's ⌈log₂ classes⌉."""
+    assert code_bound_cosine(bits, classes) == pytest.approx(cell, abs=1e-12)
+
+
+@pytest.mark.parametrize("beta", [0.5, 0.0])
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_hyp2_loss_is_the_references(multi_label: bool, beta: float) -> None:
+    """Value and gradients (outputs and proxies) against HyP.forward with the method's own proxies and ζ, at 8 bits
+    and 4 classes (ζ = −0.25), and at a larger ζ so that the hinges are active on both sides."""
+    n = 10
+    labels = labels_of(n, multi_label)
+    method = HyP2(K, {"beta": beta}, CPU)
+    method.setup(TrainingData(num_items=n, labels=labels.float()))
+    assert method.threshold == pytest.approx(-0.25)
+    method.module.double()
+    for threshold in (method.threshold, 0.2):
+        method.threshold = threshold
+        method.module.zero_grad()
+        u = outputs(n, seed=8, scale=1.0)
+        value, grad = hashkit_step(method, u, batch(labels))
+        proxies = method.module.weight.detach().clone().requires_grad_(True)
+        x = u.clone().requires_grad_(True)
+        ref = reference_hyp2(x, labels, proxies, threshold, beta)
+        ref.backward()
+        assert value == pytest.approx(float(ref.detach()), rel=1e-6, abs=1e-9)
+        assert torch.allclose(grad.double(), x.grad, rtol=1e-5, atol=1e-8)
+        assert torch.allclose(method.module.weight.grad, proxies.grad, rtol=1e-5, atol=1e-8)
+    terms = method.training_step(outputs(n, seed=8, scale=1.0), batch(labels))
+    assert ("regularizer" in terms) == (multi_label and beta > 0)  # multi-label items sharing no label exist

@@ -197,6 +197,12 @@ TABLE: list[tuple[str, str, dict[str, Any]]] = [
         "backbone_dropout": True, "head": "bn", "hash_init_std": 0.01, "hash_activation": "tanh", "lamda": 1e-4,
         "beta": 1.0, "pair_from_epoch": 9,
     }, {d: {"train": "resize256_randomcrop224_flip", "test": "resize256_centercrop224"} for d in DATASETS}),
+    *rows("hyp2", {
+        "source": "JerryXu0129/HyP2-Loss config.py (batch 100, epochs 100, beta 0.5; alexnet: feature_rate 0.01, Resize((224, 224)) + flip / Resize((224, 224))), retrieval.py (SGD momentum 0.9, weight_decay 0.0005, StepLR(step_size=10, gamma=0.5)), model.py AlexNet",
+        "arch": "alexnet", "optimizer": "sgd", "lr": 0.01, "hash_lr": 0.01, "weight_decay": 5e-4, "momentum": 0.9,
+        "scheduler": {"name": "step", "interval": "epoch", "step_size": 10, "gamma": 0.5}, "max_iter": 100,
+        "batch_size": 100, "backbone_dropout": True, "head": "linear", "hash_init_std": None, "beta": 0.5,
+    }, {d: {"train": "resize_flip", "test": "resize"} for d in DATASETS}),
     # ---- catalogue III, shallow (FIRe functions/loss/{lsh,itq,pca,sh,imh}.py on frozen VGG16 fc7 descriptors, taken
     # through FIRe's test transform of the data set; fitted in closed form: no optimiser, epochs or training transform)
     *[(method, dataset, {

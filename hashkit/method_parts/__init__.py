@@ -7,6 +7,8 @@
   soft label similarities (DSH, DCH, DTSH, IDHN);
 * :mod:`~hashkit.method_parts.histograms` — soft (triangular-kernel) histograms of pairwise distances and their
   entropies (MIHash);
+* :mod:`~hashkit.method_parts.proxies` — learnable class proxies and the code-table bound ζ of their margin
+  (HyP²);
 * :mod:`~hashkit.method_parts.relaxations` — binarisation layers (straight-through sign, bi-half,
   stochastic binary);
 * :mod:`~hashkit.method_parts.feature_similarity` — codes that copy the cosine similarities of the batch's
