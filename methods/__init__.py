@@ -13,3 +13,4 @@ from . import bihalf, cibhash, greedyhash_unsup  # noqa: F401
 from . import mihash  # noqa: F401
 from . import mdsh  # noqa: F401
 from . import hyp2  # noqa: F401
+from . import qsmih  # noqa: F401

@@ -1,11 +1,12 @@
-"""Catalogue II, third part (issue 30): MIHash, MDSH and HyP² against their reference code.
+"""Catalogue II, third part (issue 30): MIHash, MDSH, HyP² and QSMIH against their reference code.
 
 Each ``reference_*`` below transcribes a reference's loss in plain torch (float64), without hashkit's helpers:
 fcakir/deep-mihash's ``mihash/mi_forward.m`` (value) and ``mihash/mi_backward.m`` (its hand-written gradient,
 transcribed as well: no autograd on the reference side) and CISiPLab/cisip-FIRe's ``functions/loss/mihash.py``
 (value, autograd for its gradient); Wangld5/Center-Hashing's ``optimizeAccel.py`` (MDSH's centers: get_margin,
 Lp_box_one, Lp_box) and ``loss/ourLoss.py`` (its loss, autograd); JerryXu0129/HyP2-Loss's ``model.py`` (``HyP``,
-autograd) with the threshold of its ``codetable.xlsx``. The hashkit method is driven through its own hooks (``setup`` /
+autograd) with the threshold of its ``codetable.xlsx``; swuxyj/DeepHash-pytorch's ``QSMIH.py`` and passalis/qsmi's
+``hashing/qmi_hashing.py`` (autograd). The hashkit method is driven through its own hooks (``setup`` /
 ``training_step``) on the same fixed tensors, single- and multi-label; the loss value and its gradient with
 respect to the batch outputs must agree.
 """
@@ -30,6 +31,7 @@ from hashkit.method_parts.proxies import code_bound_cosine
 from hashkit.methods.hyp2 import HyP2
 from hashkit.methods.mdsh import MDSH
 from hashkit.methods.mihash import MIHash
+from hashkit.methods.qsmih import QSMIH
 
 CPU = torch.device("cpu")
 K, C = 8, 4  # bits, classes
@@ -460,3 +462,76 @@ def test_hyp2_loss_is_the_references(multi_label: bool, beta: float) -> None:
         assert torch.allclose(method.module.weight.grad, proxies.grad, rtol=1e-5, atol=1e-8)
     terms = method.training_step(outputs(n, seed=8, scale=1.0), batch(labels))
     assert ("regularizer" in terms) == (multi_label and beta > 0)  # multi-label items sharing no label exist
+
+
+# ---------------------------------------------------------------------------------------------- QSMIH
+
+
+def reference_qsmih_deephash(u: torch.Tensor, y: torch.Tensor, alpha: float, use_square_clamp: bool) -> torch.Tensor:
+    """swuxyj/DeepHash-pytorch QSMIH.py QSMIHLoss.forward (config alpha, use_square_clamp)."""
+    u = u / (torch.sqrt(torch.sum(u**2, dim=1, keepdim=True)) + 1e-8)
+    Y = torch.mm(u, u.t())
+    Y = 0.5 * (Y + 1)
+    D = (y @ y.t() > 0).to(F64)
+    M = D.size(1) ** 2 / torch.sum(D)
+    if use_square_clamp:
+        L_QSMI = (D * Y - 1) ** 2 + (1.0 / M) * Y**2
+    else:
+        L_QSMI = (1.0 / M) * Y - D * Y
+    return L_QSMI.mean() + alpha * (u.abs() - 1).abs().mean()
+
+
+def reference_qsmih_passalis(documents: torch.Tensor, targets: torch.Tensor, alpha: float, use_square_clamp: bool) -> torch.Tensor:
+    """passalis/qsmi hashing/qmi_hashing.py: qmi_loss(sigma 0, M 0, use_cosine) + alpha Σ | |documents| − 1 |
+    (train_model_qmi), ``targets`` the class indices."""
+    raw = documents
+    documents = documents / (torch.sqrt(torch.sum(documents**2, dim=1, keepdim=True)) + 1e-8)
+    Y = 0.5 * (torch.mm(documents, documents.t()) + 1)
+    D = (targets.view(targets.shape[0], 1) == targets.view(1, targets.shape[0])).to(F64)
+    M = D.size(1) ** 2 / torch.sum(D)
+    if use_square_clamp:
+        loss = torch.sum((D * Y - 1) ** 2 + (1.0 / M) * Y**2)
+    else:
+        loss = -torch.sum(D * Y - (1.0 / M) * Y)
+    return loss + alpha * torch.sum(torch.abs(torch.abs(raw) - 1))
+
+
+def qsmih(variant: str, objective: str, alpha: float = 0.05) -> QSMIH:
+    method = QSMIH(K, {"alpha": alpha, "variant": variant, "objective": objective}, CPU)
+    method.setup(TrainingData(num_items=10, labels=labels_of(10, True).float()))
+    return method
+
+
+@pytest.mark.parametrize("objective", ["clamped", "qsmi"])
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_qsmih_is_deephash_pytorchs(multi_label: bool, objective: str) -> None:
+    """Fails if qsmih_loss's ``deephash`` regulariser read the raw outputs u instead of the normalised z (the
+    reference overwrites u before its regulariser)."""
+    labels = labels_of(10, multi_label)
+    u = outputs(10, seed=9, scale=1.0)
+    value, grad = hashkit_step(qsmih("deephash", objective), u, batch(labels))
+    ref_value, ref_grad = autograd(lambda v: reference_qsmih_deephash(v, labels, 0.05, objective == "clamped"), u)
+    assert value == pytest.approx(ref_value, rel=1e-6, abs=1e-9)
+    assert torch.allclose(grad.double(), ref_grad, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("objective", ["clamped", "qsmi"])
+def test_qsmih_passalis_variant_is_the_authors(objective: str) -> None:
+    labels = labels_of(10, False)
+    u = outputs(10, seed=10, scale=1.0)
+    value, grad = hashkit_step(qsmih("passalis", objective), u, batch(labels))
+    ref_value, ref_grad = autograd(
+        lambda v: reference_qsmih_passalis(v, labels.argmax(dim=1), 0.05, objective == "clamped"), u
+    )
+    assert value == pytest.approx(ref_value, rel=1e-6, abs=1e-9)
+    assert torch.allclose(grad.double(), ref_grad, rtol=1e-5, atol=1e-8)
+
+
+def test_qsmih_and_hyp2_bad_choices_are_one_line() -> None:
+    for hp in ({"alpha": 0.01, "variant": "fire", "objective": "clamped"}, {"alpha": 0.01, "variant": "deephash", "objective": "qmi"}):
+        with pytest.raises(HashkitError) as error:
+            QSMIH(K, hp, CPU).setup(TrainingData(num_items=4, labels=labels_of(4, False).float()))
+        assert "\n" not in str(error.value)
+    with pytest.raises(HashkitError) as error:
+        HyP2(300, {"beta": 0.5}, CPU).setup(TrainingData(num_items=4, labels=labels_of(4, False).float()))
+    assert "\n" not in str(error.value)

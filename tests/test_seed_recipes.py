@@ -188,6 +188,8 @@ TABLE: list[tuple[str, str, dict[str, Any]]] = [
     *rows("dshsd", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch DSHSD.py get_config (Adam 1e-5, betas 0.9/0.999, alpha 0.05)",
                     "optimizer": "adam", "weight_decay": 0.0, "momentum": None, "max_iter": 250, "batch_size": 64,
                     "alpha": 0.05}, DEEPHASH_TRANSFORMS),
+    *rows("qsmih", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch QSMIH.py get_config (af25142: alpha 0.01, use_square_clamp, RMSprop 1e-5)",
+                    "max_iter": 150, "batch_size": 64, "alpha": 0.01}, DEEPHASH_TRANSFORMS),
     # ---- catalogue II, FIRe / the authors' repositories
     *rows("mihash", {**FIRE, "head": "no_bias", "bins": 16, "source": FIRE["source"] + " (--hash-bias off), arch single, configs/templates/mihash.yaml (nbins 16)"}, FIRE_TRANSFORMS),
     *rows("mdsh", {
