@@ -198,6 +198,23 @@ TABLE: list[tuple[str, str, dict[str, Any]]] = [
     *rows("dshsd", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch DSHSD.py get_config (Adam 1e-5, betas 0.9/0.999, alpha 0.05)",
                     "optimizer": "adam", "weight_decay": 0.0, "momentum": None, "max_iter": 250, "batch_size": 64,
                     "alpha": 0.05}, DEEPHASH_TRANSFORMS),
+    *rows("qsmih", {**DEEPHASH_II, "source": "swuxyj/DeepHash-pytorch QSMIH.py get_config (af25142: alpha 0.01, use_square_clamp, RMSprop 1e-5)",
+                    "max_iter": 150, "batch_size": 64, "alpha": 0.01}, DEEPHASH_TRANSFORMS),
+    # ---- catalogue II, FIRe / the authors' repositories
+    *rows("mihash", {**FIRE, "head": "no_bias", "bins": 16, "source": FIRE["source"] + " (--hash-bias off), arch single, configs/templates/mihash.yaml (nbins 16)"}, FIRE_TRANSFORMS),
+    *rows("mdsh", {
+        "source": "Wangld5/Center-Hashing scripts/utils.py get_config (RMSprop 1e-5, wd 1e-5, batch 64, epoch 1000, lambda 1e-4, beta 1, epoch_change 9), model/Net.py (resnet50, hash layer normal_(0, 0.01) + BatchNorm1d + tanh), dataset/online_loader.py image_transform",
+        "arch": "resnet50", "optimizer": "rmsprop", "lr": 1e-5, "hash_lr": 1e-5, "weight_decay": 1e-5, "momentum": 0.0,
+        "scheduler": {"name": "constant", "interval": "epoch"}, "max_iter": 1000, "batch_size": 64,
+        "backbone_dropout": True, "head": "bn", "hash_init_std": 0.01, "hash_activation": "tanh", "lamda": 1e-4,
+        "beta": 1.0, "pair_from_epoch": 9,
+    }, {d: {"train": "resize256_randomcrop224_flip", "test": "resize256_centercrop224"} for d in DATASETS}),
+    *rows("hyp2", {
+        "source": "JerryXu0129/HyP2-Loss config.py (batch 100, epochs 100, beta 0.5; alexnet: feature_rate 0.01, Resize((224, 224)) + flip / Resize((224, 224))), retrieval.py (SGD momentum 0.9, weight_decay 0.0005, StepLR(step_size=10, gamma=0.5)), model.py AlexNet",
+        "arch": "alexnet", "optimizer": "sgd", "lr": 0.01, "hash_lr": 0.01, "weight_decay": 5e-4, "momentum": 0.9,
+        "scheduler": {"name": "step", "interval": "epoch", "step_size": 10, "gamma": 0.5}, "max_iter": 100,
+        "batch_size": 100, "backbone_dropout": True, "head": "linear", "hash_init_std": None, "beta": 0.5,
+    }, {d: {"train": "resize_flip", "test": "resize"} for d in DATASETS}),
     # ---- catalogue III, shallow (FIRe functions/loss/{lsh,itq,pca,sh,imh}.py on frozen VGG16 fc7 descriptors, taken
     # through FIRe's test transform of the data set; fitted in closed form: no optimiser, epochs or training transform)
     *[(method, dataset, {

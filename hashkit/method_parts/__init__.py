@@ -1,9 +1,14 @@
 """Shared parts of the hashing methods: what two or more methods in ``methods/`` use lives here once.
 
-* :mod:`~hashkit.method_parts.centers` — fixed ±1 class codes (Hadamard, Bernoulli) and multi-label targets;
+* :mod:`~hashkit.method_parts.centers` — fixed ±1 class codes (Hadamard, Bernoulli, MDSH's optimised
+  minimal-distance centers) and multi-label targets;
 * :mod:`~hashkit.method_parts.memory` — the pairwise memory of the training split's relaxed codes;
 * :mod:`~hashkit.method_parts.pairs` — squared distances, balanced pair weights, in-batch triplet likelihood,
   soft label similarities (DSH, DCH, DTSH, IDHN);
+* :mod:`~hashkit.method_parts.histograms` — soft (triangular-kernel) histograms of pairwise distances and their
+  entropies (MIHash);
+* :mod:`~hashkit.method_parts.proxies` — learnable class proxies and the code-table bound ζ of their margin
+  (HyP²);
 * :mod:`~hashkit.method_parts.relaxations` — binarisation layers (straight-through sign, bi-half,
   stochastic binary);
 * :mod:`~hashkit.method_parts.feature_similarity` — codes that copy the cosine similarities of the batch's
