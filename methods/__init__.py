@@ -10,5 +10,4 @@ from . import imh, itq, lsh, pcah, sh  # noqa: F401
 from . import dch, dfh, dsh, dtsh  # noqa: F401
 from . import dbdh, dshsd, dsdh, idhn, lcdsh  # noqa: F401
 from . import bihalf, cibhash, greedyhash_unsup, tbh  # noqa: F401
-from . import bihalf, cibhash, greedyhash_unsup  # noqa: F401
 from . import hyp2, mdsh, mihash, qsmih  # noqa: F401
