@@ -76,12 +76,8 @@ and one histogram increment per pair, which any exact mAP@ALL needs; this is ``p
 0.53 CPU-ns per pair, so mAP@ALL runs at about 1.5x that floor; the rest is the rank bookkeeping of
 the relevant items (10 % of the pairs here).
 CPUs without AVX-512 get AVX2 paths of their own (see :mod:`hashkit.hamming.kernel`; every path gives
-bit-for-bit the numbers of the numpy path). ``python scripts/bench_eval.py --faiss`` times, in one run,
-the evaluator on each kernel path this CPU can run against faiss's multi-count top-k plus AP and the
-popcount floor (faiss ``IndexBinaryFlat`` searching k = 1); on the shared 2-core VM (AMD EPYC, load
-average ~15, best of 5, CPU-time ratios) the AVX2 path (``HASHKIT_KERNEL_ISA=avx2``, the code an
-AVX2-only CPU runs) took 1.14-1.41x the floor and was 1.4x (ImageNet-100-like @1000) to 18x (@ALL)
-faster than faiss; the AVX-512 path 0.97-1.18x the floor.
+bit-for-bit the numbers of the numpy path); ``python scripts/bench_eval.py --faiss`` times them against faiss
+and the popcount floor (the measurements: docs/evaluation.md).
 Peak memory on CPU for 5,000 x 200,000 codes of 64 bits (10 classes; the float32 inputs themselves
 take 58 MiB): about 21 MiB extra for mAP@ALL and 32 MiB for all four metrics with the kernel (an
 int8 and a packed copy of the codes plus ~15 bytes per database item per thread), 38-39 MiB with the
