@@ -11,7 +11,9 @@ respect to the batch outputs must agree.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -24,19 +26,11 @@ from hashkit.methods.dshsd import DSHSD
 from hashkit.methods.idhn import IDHN
 from hashkit.methods.lcdsh import LCDSH
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loss_helpers import F64, hashkit_step, labels_of, value_and_grad  # noqa: E402
+
 CPU = torch.device("cpu")
 K, C, N = 8, 4, 12  # bits, classes, training items
-F64 = torch.float64
-
-
-def labels_of(count: int, multi_label: bool) -> torch.Tensor:
-    """Item i has class i % C; multi-label: a few items have a second (or third) class."""
-    labels = torch.zeros(count, C, dtype=F64)
-    labels[torch.arange(count), torch.arange(count) % C] = 1
-    if multi_label:
-        labels[0, 2] = labels[3, 1] = labels[5, 0] = labels[count - 2, 3] = 1
-        labels[6, 1] = labels[6, 3] = 1
-    return labels
 
 
 def outputs(rows: int, seed: int, scale: float = 1.5) -> torch.Tensor:
@@ -45,23 +39,6 @@ def outputs(rows: int, seed: int, scale: float = 1.5) -> torch.Tensor:
 
 def batch(labels: torch.Tensor, index: list[int]) -> Batch:
     return Batch(inputs=torch.zeros(len(index), 1), labels=labels[index], index=torch.tensor(index))
-
-
-def hashkit_step(method: Any, u: torch.Tensor, b: Batch, terms: tuple[str, ...] | None = None) -> tuple[float, torch.Tensor]:
-    """The Trainer's calls for one step: observe (detached), then training_step; the summed loss and du."""
-    method.observe(u.detach(), b.index)
-    u = u.clone().requires_grad_(True)
-    losses = method.training_step(u, b)
-    loss = sum(v for k, v in losses.items() if terms is None or k in terms)
-    loss.backward()
-    return float(loss.detach()), u.grad
-
-
-def reference_value_and_grad(f: Callable[[torch.Tensor], torch.Tensor], u: torch.Tensor) -> tuple[float, torch.Tensor]:
-    u = u.clone().requires_grad_(True)
-    value = f(u)
-    value.backward()
-    return float(value.detach()), u.grad
 
 
 def assert_close(value: float, grad: torch.Tensor, ref_value: float, ref_grad: torch.Tensor, tol: float = 1e-5) -> None:
@@ -149,7 +126,7 @@ def test_dsdh_loss_and_discrete_step_are_the_references(multi_label: bool, quant
         "likelihood", "quantization")  # fmt: skip
     value, grad = hashkit_step(method, u_second, batch(labels, second), terms)
     f = lambda v: reference_dsdh(v, labels[second], second, U, Y, B, W, hp)  # noqa: E731
-    assert_close(value, grad, *reference_value_and_grad(f, u_second))
+    assert_close(value, grad, *value_and_grad(f, u_second))
 
 
 def test_dsdh_unknown_quantization_is_one_line() -> None:
@@ -209,7 +186,7 @@ def test_idhn_loss_is_deephash_pytorchs(multi_label: bool, variant: str) -> None
         reference.U, reference.Y = saved_U.clone(), saved_Y.clone()
         return reference.forward(v, labels[second], second)
 
-    assert_close(value, grad, *reference_value_and_grad(f, u_second))
+    assert_close(value, grad, *value_and_grad(f, u_second))
     cosine = torch.nn.functional.normalize(labels[second], dim=1) @ torch.nn.functional.normalize(labels, dim=1).t()
     assert multi_label == bool(((cosine > 0.01) & (cosine < 0.99)).any())  # soft pairs only in the multi-label batch
 
@@ -267,7 +244,7 @@ def test_dbdh_loss_is_deephash_pytorchs(multi_label: bool, power: int) -> None:
         reference.U, reference.Y = saved_U.clone(), saved_Y.clone()
         return reference.forward(v, labels[second], second)
 
-    assert_close(value, grad, *reference_value_and_grad(f, u_second))
+    assert_close(value, grad, *value_and_grad(f, u_second))
     assert (u_second.abs() > 1).any() and (grad[u_second.abs() > 1] == 0).all()
 
 
@@ -302,7 +279,7 @@ def test_lcdsh_loss_is_deephash_pytorchs(multi_label: bool) -> None:
     u[5] = 4.0 * u[5].sign() + 0.1 * u[5]  # ½ ‖u_5‖² > 50: its diagonal θ is clamped
     value, grad = hashkit_step(method, u, batch(labels, list(range(7))))
     f = lambda v: reference_lcdsh(v, labels, 2.5)  # noqa: E731
-    assert_close(value, grad, *reference_value_and_grad(f, u))
+    assert_close(value, grad, *value_and_grad(f, u))
     assert 0.5 * float(u[5] @ u[5]) > 50
 
 
@@ -343,7 +320,7 @@ def test_dshsd_loss_is_deephash_pytorchs(multi_label: bool, classifier: str) -> 
     u = outputs(7, seed=41, scale=0.4)
     value, grad = hashkit_step(method, u, batch(labels, list(range(7))))
     f = lambda v: reference_dshsd(v, labels, W, 0.3, multi_label)  # noqa: E731
-    assert_close(value, grad, *reference_value_and_grad(f, u))
+    assert_close(value, grad, *value_and_grad(f, u))
     if classifier == "trained":
         assert method.module is not None and method.module.weight.grad is not None
     else:

@@ -13,7 +13,9 @@ respect to the batch outputs must agree.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -33,19 +35,11 @@ from hashkit.methods.mdsh import MDSH
 from hashkit.methods.mihash import MIHash
 from hashkit.methods.qsmih import QSMIH
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loss_helpers import F64, hashkit_step, labels_of, value_and_grad  # noqa: E402
+
 CPU = torch.device("cpu")
 K, C = 8, 4  # bits, classes
-F64 = torch.float64
-
-
-def labels_of(count: int, multi_label: bool) -> torch.Tensor:
-    """Item i has class i % C; multi-label: a few items have a second (or third) class."""
-    labels = torch.zeros(count, C, dtype=F64)
-    labels[torch.arange(count), torch.arange(count) % C] = 1
-    if multi_label:
-        labels[0, 2] = labels[3, 1] = labels[5, 0] = labels[count - 2, 3] = 1
-        labels[6, 1] = labels[6, 3] = 1
-    return labels
 
 
 def outputs(rows: int, seed: int, scale: float = 3.0) -> torch.Tensor:
@@ -59,22 +53,6 @@ def outputs(rows: int, seed: int, scale: float = 3.0) -> torch.Tensor:
 
 def batch(labels: torch.Tensor) -> Batch:
     return Batch(inputs=torch.zeros(len(labels), 1), labels=labels, index=torch.arange(len(labels)))
-
-
-def hashkit_step(method: Any, u: torch.Tensor, b: Batch) -> tuple[float, torch.Tensor]:
-    """The Trainer's calls for one step (observe, then training_step); the summed loss and du."""
-    method.observe(u.detach(), b.index)
-    u = u.clone().requires_grad_(True)
-    loss = sum(method.training_step(u, b).values())
-    loss.backward()
-    return float(loss.detach()), u.grad
-
-
-def autograd(f: Callable[[torch.Tensor], torch.Tensor], u: torch.Tensor) -> tuple[float, torch.Tensor]:
-    u = u.clone().requires_grad_(True)
-    value = f(u)
-    value.backward()
-    return float(value.detach()), u.grad
 
 
 # ---------------------------------------------------------------------------------------------- MIHash
@@ -196,7 +174,7 @@ def test_mihash_fire_estimator_is_fires(multi_label: bool, bins: int) -> None:
     labels = labels_of(10, multi_label)
     u = outputs(10, seed=4)
     value, grad = hashkit_step(mihash(bins, "fire"), u, batch(labels))
-    ref_value, ref_grad = autograd(lambda v: reference_mihash_fire(v, labels, bins), u)
+    ref_value, ref_grad = value_and_grad(lambda v: reference_mihash_fire(v, labels, bins), u)
     assert value == pytest.approx(ref_value, rel=1e-6, abs=1e-9)
     assert torch.allclose(grad.double(), ref_grad, rtol=1e-5, atol=1e-8)
 
@@ -390,7 +368,7 @@ def test_mdsh_loss_is_the_references(multi_label: bool, epoch: int) -> None:
     u = outputs(len(ind), seed=7, scale=1.0)
     b = Batch(inputs=torch.zeros(len(ind), 1), labels=labels[ind], index=torch.tensor(ind))
     value, grad = hashkit_step(method, u, b)
-    ref_value, ref_grad = autograd(
+    ref_value, ref_grad = value_and_grad(
         lambda v: reference_mdsh_loss(torch.tanh(v), labels[ind], ind, previous, labels, centers, hp, epoch), u
     )
     assert value == pytest.approx(ref_value, rel=1e-5, abs=1e-7)
@@ -510,7 +488,7 @@ def test_qsmih_is_deephash_pytorchs(multi_label: bool, objective: str) -> None:
     labels = labels_of(10, multi_label)
     u = outputs(10, seed=9, scale=1.0)
     value, grad = hashkit_step(qsmih("deephash", objective), u, batch(labels))
-    ref_value, ref_grad = autograd(lambda v: reference_qsmih_deephash(v, labels, 0.05, objective == "clamped"), u)
+    ref_value, ref_grad = value_and_grad(lambda v: reference_qsmih_deephash(v, labels, 0.05, objective == "clamped"), u)
     assert value == pytest.approx(ref_value, rel=1e-6, abs=1e-9)
     assert torch.allclose(grad.double(), ref_grad, rtol=1e-5, atol=1e-8)
 
@@ -520,7 +498,7 @@ def test_qsmih_passalis_variant_is_the_authors(objective: str) -> None:
     labels = labels_of(10, False)
     u = outputs(10, seed=10, scale=1.0)
     value, grad = hashkit_step(qsmih("passalis", objective), u, batch(labels))
-    ref_value, ref_grad = autograd(
+    ref_value, ref_grad = value_and_grad(
         lambda v: reference_qsmih_passalis(v, labels.argmax(dim=1), 0.05, objective == "clamped"), u
     )
     assert value == pytest.approx(ref_value, rel=1e-6, abs=1e-9)
