@@ -158,6 +158,18 @@ def _repos(repos: tuple[str, ...]) -> str:
     return ", ".join(f"[{r}](https://github.com/{r})" for r in repos) or "–"
 
 
+def portable_run_path(run: Path) -> str:
+    """The run folder as a reader's checkout would name it: from its ``runs/`` component on (a clone's
+    ``/somewhere/clone/runs/demo`` is ``runs/demo``), else relative to this repository, else its name."""
+    parts = run.resolve().parts
+    if "runs" in parts:
+        return str(Path(*parts[parts.index("runs"):]))
+    try:
+        return str(run.resolve().relative_to(REPO))
+    except ValueError:
+        return run.name
+
+
 def add_cell(args: argparse.Namespace) -> Path:
     """Write the result cell of the finished run ``args.add_cell`` into results/``args.table``/ (atomically)."""
     import datetime
@@ -177,7 +189,7 @@ def add_cell(args: argparse.Namespace) -> Path:
         settings = json.loads(args.settings)
     except json.JSONDecodeError as error:
         raise HashkitError(f"--settings {args.settings!r} is not JSON ({error}); pass e.g. '{{\"max_iter\": 8}}'") from None
-    cell = result_cell(result, str(run), source=args.source, note=args.note, host=args.host, threads=args.threads,
+    cell = result_cell(result, portable_run_path(run), source=args.source, note=args.note, host=args.host, threads=args.threads,
                        wall_min=args.wall_min, date=date, settings=settings)  # fmt: skip
     out = REPO / "results" / args.table / f"{cell['method']}-{cell['bits']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

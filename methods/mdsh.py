@@ -55,8 +55,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from hashkit.method import Batch, Hyper, TrainingData
-from hashkit.method_parts.classification import ClassCodeMethod, check_labels
+from hashkit.method import Batch, HashingMethod, Hyper, TrainingData
+from hashkit.method_parts.classification import check_labels
 from hashkit.errors import HashkitError
 from hashkit.method_parts.centers import MDSH_SOLVERS, minimal_distance_separated_centers
 from hashkit.method_parts.memory import PairwiseMemory
@@ -81,7 +81,7 @@ def mdsh_pair_loss(u: torch.Tensor, memory_u: torch.Tensor, s: torch.Tensor) -> 
 
 
 @METHODS.register("mdsh")
-class MDSH(ClassCodeMethod):
+class MDSH(HashingMethod):
     name = "mdsh"
     family = "class-codes"
     reference_code = ("Wangld5/Center-Hashing",)
@@ -118,6 +118,7 @@ class MDSH(ClassCodeMethod):
 
     def __init__(self, code_length: int, hparams: dict[str, Any], device: torch.device) -> None:
         super().__init__(code_length, hparams, device)
+        self.centers: torch.Tensor | None = None  # (classes, bits) ±1, solved in setup; checkpointed
         self.memory: PairwiseMemory | None = None
 
     def setup(self, data: TrainingData) -> None:
@@ -153,17 +154,15 @@ class MDSH(ClassCodeMethod):
             losses["pair"] = float(self.hparams["beta"]) * mdsh_pair_loss(u, self.memory.U, s)
         return losses
 
-    def class_code_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        raise NotImplementedError("MDSH's loss reads the labels themselves (training_step)")
-
     def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
+        state: dict[str, Any] = {} if self.centers is None else {"centers": self.centers}
         if self.memory is not None:
             state["memory"] = self.memory.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
+        if state.get("centers") is not None:
+            self.centers = state["centers"].to(self.device)
         if state.get("memory") is not None:
             if self.memory is None:
                 self.memory = PairwiseMemory.from_state(state["memory"], self.device)

@@ -169,6 +169,7 @@ def test_add_cell_writes_a_cell_from_a_finished_run(tmp_path: Path, monkeypatch:
     cell = json.loads((tmp_path / "results" / "t" / "itq-32.json").read_text(encoding="utf-8"))
     assert not [f for f in CELL_FIELDS if f not in cell]
     assert (cell["map"], cell["commit"], cell["threads"]) == (0.2978, "abc123", 1)
+    assert cell["run"] == "runs/itq-32"  # from the runs/ component on: no machine's absolute path
     assert cell["times"] == {"train_min": 1.5, "eval_min": 0.5, "wall_min": 7.2}
     assert {k: cell["protocol"][k] for k in ("topk", "num_train", "num_database")} == {
         "topk": "ALL", "num_train": 5000, "num_database": 59000}
