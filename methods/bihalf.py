@@ -45,6 +45,7 @@ import torch
 from hashkit.method import Batch, HashingMethod, Hyper
 from hashkit.method_parts.feature_similarity import half_batch_cosine_loss
 from hashkit.method_parts.relaxations import bihalf
+from hashkit.method_parts.reference_recipes import FROZEN_LITE0_CPU, frozen_vgg16_sgd_recipe
 from hashkit.registry import METHODS
 
 
@@ -62,20 +63,17 @@ class BiHalf(HashingMethod):
         # liyunqianggyn/Deep-Unsupervised-Image-Hashing ImageHashing/Mscoco.py: VGG16 (requires_grad False) +
         # Linear(4096, bits); SGD(lr 1e-3, momentum 0.9, weight decay 5e-4), lr × 0.1 every 60 epochs, batch 32,
         # 150 epochs, γ 6; RandomHorizontalFlip + Scale(256) + RandomCrop(224), test Scale(256) + CenterCrop(224).
-        "seed": {
-            "arch": "vgg16", "freeze_backbone": True, "image_size": 224, "optimizer": "sgd", "lr": 1e-3,
-            "hash_lr_mult": 1.0, "weight_decay": 5e-4, "momentum": 0.9, "nesterov": False, "lr_schedule": "step",
-            "lr_step_size": 60, "lr_gamma": 0.1, "lr_interval": "epoch", "batch_size": 32, "max_iter": 150,
-            "hash_head": "linear", "hash_activation": "none", "hash_init_std": None, "gamma": 6.0,
-            "train_transform": "resize256_randomcrop224_flip", "test_transform": "resize256_centercrop224",
-        },
+        "seed": frozen_vgg16_sgd_recipe(
+            lr=1e-3, lr_step_size=60, batch_size=32, max_iter=150, gamma=6.0,
+            train_transform="resize256_randomcrop224_flip", test_transform="resize256_centercrop224",
+        ),
         # ImageHashing/Cifar10_I.py: lr 1e-4, lr × 0.1 every 120 epochs, 300 epochs, Scale(224) alone, mAP@1000.
         "seed@cifar10": {
             "lr": 1e-4, "lr_step_size": 120, "max_iter": 300, "train_transform": "resize", "test_transform": "resize",
             "topk": 1000,
         },
         # The frozen EfficientNet-Lite0 pooled features (as the shallow baselines), the shared CPU optimiser.
-        "cpu": {"arch": "efficientnet_lite0", "freeze_backbone": True, "image_size": 128},
+        "cpu": dict(FROZEN_LITE0_CPU),
     }  # fmt: skip
 
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:

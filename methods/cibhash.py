@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from hashkit.method import Batch, HashingMethod, Hyper
 from hashkit.method_parts.relaxations import sign_ste
+from hashkit.method_parts.reference_recipes import FROZEN_LITE0_CPU
 from hashkit.registry import METHODS
 
 KL_EPS = 1e-8  # the reference's ε inside the logarithms
@@ -98,7 +99,7 @@ class CIBHash(HashingMethod):
         },
         "seed@cifar10": {"topk": 1000},
         # The frozen EfficientNet-Lite0 pooled features and 8 cached views, the shared CPU optimiser.
-        "cpu": {"arch": "efficientnet_lite0", "freeze_backbone": True, "image_size": 128, "cached_views": 8},
+        "cpu": {**FROZEN_LITE0_CPU, "cached_views": 8},
     }  # fmt: skip
 
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:

@@ -43,7 +43,9 @@ import torch
 
 from hashkit.method import Batch, HashingMethod, Hyper
 from hashkit.method_parts.feature_similarity import half_batch_cosine_loss
-from hashkit.method_parts.reference_recipes import DEEPHASH_PYTORCH_SEED, DEEPHASH_PYTORCH_SEED_CIFAR10
+from hashkit.method_parts.reference_recipes import (
+    DEEPHASH_PYTORCH_SEED, DEEPHASH_PYTORCH_SEED_CIFAR10, FROZEN_LITE0_CPU, frozen_vgg16_sgd_recipe,
+)
 from hashkit.method_parts.relaxations import greedyhash_penalty, sign_ste
 from hashkit.registry import METHODS
 
@@ -65,16 +67,12 @@ class GreedyHashUnsupervised(HashingMethod):
         # swuxyj/DeepHash-pytorch Unsupervised_GreedyHash.py get_config: VGG16 with every parameter frozen and a
         # Linear(4096, bits) on classifier[:6]; SGD(lr 1e-4, momentum 0.9, weight decay 5e-4), lr × 0.1 every 30
         # epochs, batch 64, 200 epochs, α 0.1, topK 1000; utils/tools.py's transforms.
-        "seed": {
-            "arch": "vgg16", "freeze_backbone": True, "image_size": 224, "optimizer": "sgd", "lr": 1e-4,
-            "hash_lr_mult": 1.0, "weight_decay": 5e-4, "momentum": 0.9, "nesterov": False, "lr_schedule": "step",
-            "lr_step_size": 30, "lr_gamma": 0.1, "lr_interval": "epoch", "batch_size": 64, "max_iter": 200,
-            "hash_head": "linear", "hash_activation": "none", "hash_init_std": None, "alpha": 0.1, "topk": 1000,
-            **DEEPHASH_PYTORCH_SEED,
-        },
+        "seed": frozen_vgg16_sgd_recipe(
+            lr=1e-4, lr_step_size=30, batch_size=64, max_iter=200, alpha=0.1, topk=1000, **DEEPHASH_PYTORCH_SEED
+        ),
         "seed@cifar10": dict(DEEPHASH_PYTORCH_SEED_CIFAR10),
         # The frozen EfficientNet-Lite0 pooled features (as the shallow baselines), the shared CPU optimiser.
-        "cpu": {"arch": "efficientnet_lite0", "freeze_backbone": True, "image_size": 128},
+        "cpu": dict(FROZEN_LITE0_CPU),
     }  # fmt: skip
 
     def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:

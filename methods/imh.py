@@ -35,7 +35,7 @@ from hashkit.errors import HashkitError
 from hashkit.heads import HashHead
 from hashkit.method import Hyper
 from hashkit.method_parts.closed_form import ClosedFormMethod, fitted_statistics
-from hashkit.method_parts.reference_recipes import fire_shallow_recipes
+from hashkit.method_parts.reference_recipes import FROZEN_LITE0_CPU, fire_shallow_recipes
 from hashkit.registry import HEADS, METHODS
 
 
@@ -97,7 +97,7 @@ class IMH(ClosedFormMethod):
     recipes = {
         # FIRe: functions/loss/imh.py on the frozen VGG16 fc7 descriptors (configs/templates/imh.yaml).
         **fire_shallow_recipes(anchors=400, neighbours=5, bandwidth=512.0, kmeans_iterations=200),
-        "cpu": {"arch": "efficientnet_lite0", "freeze_backbone": True, "image_size": 128},
+        "cpu": dict(FROZEN_LITE0_CPU),
     }
     # The registry tests' 48 training images: fewer anchors, and a perplexity below their number.
     test_flags = {"anchors": 16, "perplexity": 5.0}

@@ -28,7 +28,7 @@ from hashkit.method_parts.closed_form import (
     pca_head_projection,
     seeded_generator,
 )
-from hashkit.method_parts.reference_recipes import fire_shallow_recipes
+from hashkit.method_parts.reference_recipes import FROZEN_LITE0_CPU, fire_shallow_recipes
 from hashkit.registry import METHODS
 
 
@@ -42,7 +42,7 @@ class ITQ(ClosedFormMethod):
     recipes = {
         # FIRe: functions/loss/itq.py on the frozen VGG16 fc7 descriptors; configs/templates/itq.yaml max_iters 100.
         **fire_shallow_recipes(itq_iterations=100),
-        "cpu": {"arch": "efficientnet_lite0", "freeze_backbone": True, "image_size": 128},
+        "cpu": dict(FROZEN_LITE0_CPU),
     }
 
     def fit(self, features: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:

@@ -18,7 +18,7 @@ import torch
 from hashkit.errors import HashkitError
 from hashkit.method import Hyper
 from hashkit.method_parts.closed_form import ClosedFormMethod, fitted_statistics, seeded_generator
-from hashkit.method_parts.reference_recipes import fire_shallow_recipes
+from hashkit.method_parts.reference_recipes import FROZEN_LITE0_CPU, fire_shallow_recipes
 from hashkit.registry import METHODS
 
 
@@ -38,7 +38,7 @@ class LSH(ClosedFormMethod):
         # FIRe: functions/loss/lsh.py on the frozen VGG16 fc7 descriptors of the training split (configs/templates/lsh.yaml).
         **fire_shallow_recipes(center=0),
         # The frozen EfficientNet-Lite0 pooled features (non-negative): hyperplanes through their mean.
-        "cpu": {"arch": "efficientnet_lite0", "freeze_backbone": True, "image_size": 128, "center": 1},
+        "cpu": {**FROZEN_LITE0_CPU, "center": 1},
     }
 
     def fit(self, features: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:

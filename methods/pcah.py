@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from hashkit.method_parts.closed_form import ClosedFormMethod, fit_pca, fitted_statistics, pca_head_projection
-from hashkit.method_parts.reference_recipes import fire_shallow_recipes
+from hashkit.method_parts.reference_recipes import FROZEN_LITE0_CPU, fire_shallow_recipes
 from hashkit.registry import METHODS
 
 
@@ -24,7 +24,7 @@ class PCAH(ClosedFormMethod):
     recipes = {
         # FIRe: functions/loss/pca.py on the frozen VGG16 fc7 descriptors (configs/templates/pca.yaml).
         **fire_shallow_recipes(),
-        "cpu": {"arch": "efficientnet_lite0", "freeze_backbone": True, "image_size": 128},
+        "cpu": dict(FROZEN_LITE0_CPU),
     }
 
     def fit(self, features: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:

@@ -27,7 +27,7 @@ from torch import nn
 
 from hashkit.heads import HashHead
 from hashkit.method_parts.closed_form import ClosedFormMethod, fit_pca, fitted_statistics
-from hashkit.method_parts.reference_recipes import fire_shallow_recipes
+from hashkit.method_parts.reference_recipes import FROZEN_LITE0_CPU, fire_shallow_recipes
 from hashkit.registry import HEADS, METHODS
 
 BOX_MARGIN = 1e-7  # ε widening the box of the training points (seed: eps = 1e-7)
@@ -85,7 +85,7 @@ class SpectralHashing(ClosedFormMethod):
     recipes = {
         # FIRe: functions/loss/sh.py on the frozen VGG16 fc7 descriptors (configs/templates/sh.yaml: no parameters).
         **fire_shallow_recipes(),
-        "cpu": {"arch": "efficientnet_lite0", "freeze_backbone": True, "image_size": 128},
+        "cpu": dict(FROZEN_LITE0_CPU),
     }
 
     def fit(self, features: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:

@@ -69,6 +69,7 @@ from torch import nn
 from hashkit.errors import HashkitError
 from hashkit.method import Batch, HashingMethod, Hyper, TrainingData
 from hashkit.method_parts.relaxations import stochastic_binary
+from hashkit.method_parts.reference_recipes import FROZEN_LITE0_CPU
 from hashkit.registry import METHODS
 
 ADJACENCY_POWER = 1.4  # the authors' build_adjacency_hamming exponent
@@ -142,7 +143,7 @@ class TBH(HashingMethod):
         # The authors test every 2,000 iterations of 400 images: 160 epochs of CIFAR-10's 5,000 training images.
         "seed@cifar10": {"max_iter": 8000, "topk": 1000, "evaluate_interval": 160},
         # The frozen EfficientNet-Lite0 pooled features (as the shallow baselines), the shared CPU optimiser.
-        "cpu": {"arch": "efficientnet_lite0", "freeze_backbone": True, "image_size": 128},
+        "cpu": dict(FROZEN_LITE0_CPU),
     }  # fmt: skip
 
     def __init__(self, code_length: int, hparams: dict, device: torch.device) -> None:

@@ -70,3 +70,22 @@ def fire_shallow_recipes(**method_values: Any) -> dict[str, dict[str, Any]]:
                  "test_transform": FIRE_SEED["test_transform"], **method_values},  # fmt: skip
         "seed@cifar10": {"test_transform": FIRE_SEED_CIFAR10["test_transform"]},
     }
+
+
+# The CPU recipe of the methods that train on frozen features (the shallow baselines and the unsupervised deep
+# methods): EfficientNet-Lite0's pooled features at 128 px, computed once into the feature cache.
+FROZEN_LITE0_CPU: dict[str, Any] = {"arch": "efficientnet_lite0", "freeze_backbone": True, "image_size": 128}
+
+
+def frozen_vgg16_sgd_recipe(*, lr: float, lr_step_size: int, batch_size: int, max_iter: int,
+                            **method_values: Any) -> dict[str, Any]:  # fmt: skip
+    """The unsupervised references' shared training (GreedyHash's and BiHalf's authors): VGG16 frozen at 224 px
+    with a linear hash layer on its fc7, SGD (momentum 0.9, weight decay 5e-4, no Nesterov) at ``lr`` on the hash
+    layer, × 0.1 every ``lr_step_size`` epochs; plus the method's own values (transforms, hyper-parameters)."""
+    return {
+        "arch": "vgg16", "freeze_backbone": True, "image_size": 224, "optimizer": "sgd", "lr": lr,
+        "hash_lr_mult": 1.0, "weight_decay": 5e-4, "momentum": 0.9, "nesterov": False, "lr_schedule": "step",
+        "lr_step_size": lr_step_size, "lr_gamma": 0.1, "lr_interval": "epoch", "batch_size": batch_size,
+        "max_iter": max_iter, "hash_head": "linear", "hash_activation": "none", "hash_init_std": None,
+        **method_values,
+    }  # fmt: skip
