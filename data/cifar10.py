@@ -193,9 +193,7 @@ def _unpack_once(tar: Path, cache_dir: str | None) -> Path:
         with tarfile.open(tar) as archive:
             archive.extractall(staging, filter="data")
         (staging / ".complete").write_text(str(tar) + "\n")
-        if target.exists():  # an older, incomplete attempt
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        _publish_unpacked(staging, target)
     except (tarfile.TarError, OSError, EOFError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise HashkitError(f"cannot unpack {tar} into {target.parent} ({exc}); check the file and free disk space") from exc
@@ -203,6 +201,21 @@ def _unpack_once(tar: Path, cache_dir: str | None) -> Path:
     if tree is None:
         raise HashkitError(f"{tar} holds no train/<class>/ and test/<class>/ folders; it is not a CIFAR-10 image tar")
     return tree
+
+
+def _publish_unpacked(staging: Path, target: Path) -> None:
+    """Move a finished ``staging`` tree to ``target``. A parallel run (a sweep started at once) may have
+    published it meanwhile and be reading it: then keep theirs and drop ours, never delete a complete tree."""
+    if not (target / ".complete").exists():
+        if target.exists():  # an older, incomplete attempt
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(staging, target)
+            return
+        except OSError:
+            if not (target / ".complete").exists():
+                raise
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _download(path: Path) -> None:

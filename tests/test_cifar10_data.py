@@ -89,6 +89,37 @@ def test_image_tree_and_tar_of_it(tmp_path: Path) -> None:
     assert np.array_equal(np.asarray(first.load(3)), np.asarray(pool.load(3)))
 
 
+def test_parallel_runs_unpacking_at_once_keep_the_published_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs of a sweep started together both unpack the tar; the second to finish must keep the tree the
+    first published (and may be reading), not delete it. Fails if ``_publish_unpacked`` replaces a complete
+    target (the former ``rmtree(target)`` before ``os.replace``): the parallel run's marker file is gone."""
+    tree = write_image_tree(tmp_path / "tree")
+    tar_path = tmp_path / "cifar10-img.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        tar.add(tree / "train", arcname="cifar10/train")
+        tar.add(tree / "test", arcname="cifar10/test")
+    cache = tmp_path / "cache"
+    real_extract = tarfile.TarFile.extractall
+
+    datasets = cache / "datasets"
+
+    def publish_first(self, path, *args, **kwargs):
+        real_extract(self, path, *args, **kwargs)
+        other = Path(path).parent / "other-run"
+        real_extract(self, other, *args, **kwargs)
+        name = Path(path).name.split(".")[1]  # ".<target name>.<random>" -> target name
+        (other / ".complete").write_text("parallel run\n")
+        (other / "parallel-run-marker").write_text("")
+        other.replace(datasets / name)
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", publish_first)
+    pool = load_cifar10_pool(str(tar_path), cache_dir=str(cache))
+    published = [p for p in datasets.iterdir()]
+    assert len(published) == 1, published  # our staging copy was dropped
+    assert (published[0] / "parallel-run-marker").exists()  # theirs kept, never deleted under them
+    assert len(pool) == 40 and Path(pool.paths[0]).is_file()
+
+
 def test_errors_name_the_file_and_the_fix(tmp_path: Path) -> None:
     with pytest.raises(HashkitError, match="does not exist.*--download"):
         load_cifar10_pool(str(tmp_path / "missing"))
