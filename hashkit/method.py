@@ -132,6 +132,9 @@ class HashingMethod(abc.ABC):
     # e.g. DIHN's incremental protocol: {"num_seen": 3}.
     test_flags: ClassVar[dict[str, Any]] = {}
     supervised: ClassVar[bool] = True
+    # True for a supervised method its paper defines for single-label data only (SDH-C): multi-label training
+    # data is refused in one line (hashkit.method_parts.classification.check_labels).
+    single_label_only: ClassVar[bool] = False
     training_split: ClassVar[str] = "train"  # which split the method trains on ("train" or "database")
     # True when training under torchrun gives the single-process gradient of the global batch: the loss is
     # a mean over the batch and state kept across steps is updated in ``observe`` (see hashkit.distributed).

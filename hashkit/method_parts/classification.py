@@ -65,7 +65,6 @@ class CodeClassifierMethod(HashingMethod):
     """A method whose loss classifies the codes with a linear layer of its own (:attr:`module`, trained by
     the Trainer with the hash layer's learning rate). Subclasses write :meth:`training_step`."""
 
-    single_label_only: ClassVar[bool] = False
     classifier_bias: ClassVar[bool] = True
     supports_distributed = False  # the classifier's gradients are not all-reduced (hashkit.method)
 
