@@ -47,6 +47,7 @@ from hashkit.method import Batch, Hyper, TrainingData
 from hashkit.method_parts.memory import PairwiseMemoryMethod
 from hashkit.method_parts.reference_recipes import deephash_pytorch_recipes
 from hashkit.registry import METHODS
+from hashkit.recipes import REGULARISED_CPU
 
 CENTER_STEPS = 200
 CENTER_STEP_SIZE = 0.03
@@ -146,7 +147,7 @@ class DFH(PairwiseMemoryMethod):
             batch_size=64, max_iter=150, margin=3.0, mu=0.1, nu=1.0, center_quantization=1.0, eta=0.5,
             center_update="gradient",
         ),
-        "cpu": {},  # the shared CPU recipe as it is; unmeasured for DFH
+        "cpu": dict(REGULARISED_CPU),  # the catalogue I recipe (hashkit.recipes; DSH 0.52 → 0.67 with it)
     }  # fmt: skip
     # supports_distributed: True (PairwiseMemoryMethod) — centers and codes b are computed in observe from the
     # global batch, the loss is a batch mean against the memory.

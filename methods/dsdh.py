@@ -54,6 +54,7 @@ from hashkit.method import Batch, Hyper, TrainingData
 from hashkit.method_parts.memory import PairwiseMemoryMethod, pairwise_nll
 from hashkit.method_parts.reference_recipes import deephash_pytorch_recipes
 from hashkit.registry import METHODS
+from hashkit.recipes import REGULARISED_CPU
 
 QUANTIZATIONS = ("sum", "mean", "none")
 
@@ -132,7 +133,7 @@ class DSDH(PairwiseMemoryMethod):
         **deephash_pytorch_recipes(
             batch_size=128, max_iter=150, mu=1.0, nu=1.0, eta=55.0, dcc_iter=10, quantization="sum"
         ),
-        "cpu": {},  # the shared CPU recipe as it is; unmeasured for DSDH
+        "cpu": dict(REGULARISED_CPU),  # the catalogue I recipe (hashkit.recipes; DSH 0.52 → 0.67 with it)
     }
     # supports_distributed: True (PairwiseMemoryMethod) — the loss is a batch mean against the memory written in
     # observe, and the discrete update reads only the memory (identical on every process).

@@ -42,6 +42,7 @@ from hashkit.method_parts.memory import PairwiseMemoryMethod
 from hashkit.method_parts.pairs import cosine_label_similarity
 from hashkit.method_parts.reference_recipes import deephash_pytorch_recipes
 from hashkit.registry import METHODS
+from hashkit.recipes import REGULARISED_CPU
 
 VARIANTS = ("idhn", "isdh")
 
@@ -89,7 +90,7 @@ class IDHN(PairwiseMemoryMethod):
     recipes = {
         # DeepHash-pytorch IDHN.py get_config: batch 128, 150 epochs (evaluated every 15).
         **deephash_pytorch_recipes(batch_size=128, max_iter=150, alpha=0.5, gamma=0.1, lamda=0.1, variant="idhn"),
-        "cpu": {},  # the shared CPU recipe as it is; unmeasured for IDHN
+        "cpu": dict(REGULARISED_CPU),  # the catalogue I recipe (hashkit.recipes; DSH 0.52 → 0.67 with it)
     }
     # supports_distributed: True (PairwiseMemoryMethod) — a batch mean against a memory written in observe.
 

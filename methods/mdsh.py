@@ -62,6 +62,7 @@ from hashkit.method_parts.centers import MDSH_SOLVERS, minimal_distance_separate
 from hashkit.method_parts.memory import PairwiseMemory
 from hashkit.method_parts.reference_recipes import DEEPHASH_PYTORCH_SEED
 from hashkit.registry import METHODS
+from hashkit.recipes import REGULARISED_CPU
 
 
 def mdsh_center_loss(u: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
@@ -112,7 +113,7 @@ class MDSH(HashingMethod):
             "center_solver": "reference",
             **DEEPHASH_PYTORCH_SEED,
         },
-        "cpu": {},  # the shared CPU recipe as it is; unmeasured for MDSH
+        "cpu": dict(REGULARISED_CPU),  # the catalogue I recipe (hashkit.recipes; DSH 0.52 → 0.67 with it)
     }  # fmt: skip
     supports_distributed = False  # the pair term's normaliser is the local batch's; the head's batch norm
 

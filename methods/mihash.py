@@ -54,6 +54,7 @@ from hashkit.method import Batch, HashingMethod, Hyper, TrainingData, similarity
 from hashkit.method_parts.histograms import entropy, normalise_rows, soft_histograms
 from hashkit.method_parts.reference_recipes import FIRE_HEAD_WITHOUT_BIAS, FIRE_SEED, FIRE_SEED_CIFAR10
 from hashkit.registry import METHODS
+from hashkit.recipes import REGULARISED_CPU
 
 ESTIMATORS = ("authors", "fire")
 
@@ -111,7 +112,7 @@ class MIHash(HashingMethod):
         # mihash.yaml: nbins 16.
         "seed": {**FIRE_SEED, **FIRE_HEAD_WITHOUT_BIAS, "bins": 16},
         "seed@cifar10": dict(FIRE_SEED_CIFAR10),
-        "cpu": {},  # the shared CPU recipe as it is; unmeasured for MIHash
+        "cpu": dict(REGULARISED_CPU),  # the catalogue I recipe (hashkit.recipes; DSH 0.52 → 0.67 with it)
     }
     supports_distributed = False  # the histograms are estimated from each process's part of the batch
 

@@ -41,6 +41,7 @@ from hashkit.errors import HashkitError
 from hashkit.method import Batch, HashingMethod, Hyper, TrainingData, similarity
 from hashkit.method_parts.reference_recipes import deephash_pytorch_recipes
 from hashkit.registry import METHODS
+from hashkit.recipes import REGULARISED_CPU
 
 VARIANTS = ("deephash", "passalis")
 OBJECTIVES = ("clamped", "qsmi")
@@ -88,7 +89,7 @@ class QSMIH(HashingMethod):
         # DeepHash-pytorch QSMIH.py get_config: RMSprop lr 1e-5, weight decay 1e-5, batch 64, 150 epochs, alpha 0.01,
         # use_square_clamp True.
         **deephash_pytorch_recipes(batch_size=64, max_iter=150, alpha=0.01, variant="deephash", objective="clamped"),
-        "cpu": {},  # the shared CPU recipe as it is; unmeasured for QSMIH
+        "cpu": dict(REGULARISED_CPU),  # the catalogue I recipe (hashkit.recipes; DSH 0.52 → 0.67 with it)
     }
     supports_distributed = False  # the pairs and M are the local batch's
 
