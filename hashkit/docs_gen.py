@@ -170,6 +170,25 @@ def portable_run_path(run: Path) -> str:
         return run.name
 
 
+def reevaluated_at(run: Path, result: dict, topk: int) -> dict:
+    """``result`` with its mAP replaced by the run's checkpoint evaluated at mAP@``topk`` (``hashkit evaluate
+    --checkpoint RUN/checkpoint.pt --topk K``: the same codes, another cut-off), so that one training gives the
+    cells of two protocols (the unsupervised papers' mAP@1000 beside mAP@ALL); the evaluation's time is added."""
+    import time
+
+    from hashkit.errors import HashkitError
+    from hashkit.run import evaluate
+
+    checkpoint = run / "checkpoint.pt"
+    if not checkpoint.is_file():
+        raise HashkitError(f"--add-cell {run} --topk {topk}: no checkpoint.pt there to evaluate; drop --topk or pass the run folder")
+    start = time.perf_counter()
+    evaluated = evaluate(str(checkpoint), {"topk": topk})
+    metrics = {**(result.get("metrics") or {}), "map": evaluated["map"], "topk": evaluated["topk"]}
+    timings = {**(result.get("timings") or {}), "reevaluate_s": time.perf_counter() - start}
+    return {**result, "map": evaluated["map"], "metrics": metrics, "timings": timings}
+
+
 def add_cell(args: argparse.Namespace) -> Path:
     """Write the result cell of the finished run ``args.add_cell`` into results/``args.table``/ (atomically)."""
     import datetime
@@ -189,6 +208,8 @@ def add_cell(args: argparse.Namespace) -> Path:
         settings = json.loads(args.settings)
     except json.JSONDecodeError as error:
         raise HashkitError(f"--settings {args.settings!r} is not JSON ({error}); pass e.g. '{{\"max_iter\": 8}}'") from None
+    if args.topk is not None:
+        result = reevaluated_at(run, result, args.topk)
     cell = result_cell(result, portable_run_path(run), source=args.source, note=args.note, host=args.host, threads=args.threads,
                        wall_min=args.wall_min, date=date, settings=settings)  # fmt: skip
     out = REPO / "results" / args.table / f"{cell['method']}-{cell['bits']}.json"
@@ -210,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="", help="with --add-cell: the machine, in words")
     parser.add_argument("--threads", type=int, default=None, help="with --add-cell: torch threads of the run")
     parser.add_argument("--wall-min", type=float, default=None, help="with --add-cell: the command's wall minutes")
+    parser.add_argument("--topk", type=int, default=None, help="with --add-cell: the cell's mAP@K from the run's "
+                        "checkpoint evaluated at that cut-off (default: the run's own mAP)")
     parser.add_argument("--settings", default="{}", help="with --add-cell: JSON of the flags that differ from the "
                         "recipe, e.g. '{\"max_iter\": 8}' (a row of their own in the table)")
     args = parser.parse_args(argv)

@@ -178,3 +178,23 @@ def test_add_cell_writes_a_cell_from_a_finished_run(tmp_path: Path, monkeypatch:
     (run / "result.json").write_text(json.dumps(result | {"status": "running"}))
     assert docs_gen.main(["--add-cell", str(run), "--table", "t"]) == 2
     assert "only a finished run with an mAP makes a result cell" in capsys.readouterr().err
+
+    # --topk K: the cell of another cut-off from the same checkpoint (hashkit.run.evaluate at topk K)
+    import hashkit.run
+
+    (run / "result.json").write_text(json.dumps(result))
+    calls = []
+
+    def fake_evaluate(checkpoint: str, overrides: dict) -> dict:
+        calls.append((checkpoint, overrides))
+        return {"map": 0.49251, "topk": overrides["topk"]}
+
+    monkeypatch.setattr(hashkit.run, "evaluate", fake_evaluate)
+    assert docs_gen.main(["--add-cell", str(run), "--table", "t1000", "--topk", "1000"]) == 2  # no checkpoint.pt
+    assert "no checkpoint.pt" in capsys.readouterr().err
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert docs_gen.main(["--add-cell", str(run), "--table", "t1000", "--topk", "1000"]) == 0
+    cell = json.loads((tmp_path / "results" / "t1000" / "itq-32.json").read_text(encoding="utf-8"))
+    assert calls == [(str(run / "checkpoint.pt"), {"topk": 1000})]
+    assert (cell["map"], cell["protocol"]["topk"], cell["commit"]) == (0.4925, 1000, "abc123")
+    assert "reevaluate_min" in cell["times"]
