@@ -43,7 +43,8 @@ def test_chunks_render_as_one_table_in_registry_order(tmp_path: Path) -> None:
     assert "flip-averaged encoding; dhn: lamda=0.1" not in text  # DHN is not in these cells
     with_dhn = bench.render("p", CONFIG, {"computed": 0, "images": 1, "seconds": 0, "img_per_s": None, "cpu_s": 0},
                             None, {"dhn": {32: {"map": 0.7}}}, [32])  # fmt: skip
-    assert "flip-averaged encoding; dhn: lamda=0.1, " in with_dhn  # its recipes["cpu"] values, listed
+    assert ("flip-averaged encoding; dhn: cached_views=8, max_iter=20, freeze_depthwise=True, drop_path=0.4, "
+            "hash_dropout=0.6, lamda=0.1, hash_activation=tanh, pairs=memory") in with_dhn  # its recipes["cpu"], listed
     assert "--set" not in with_dhn
     probe = bench.render("p", {**CONFIG, "overrides": {"max_iter": 20, "freeze_depthwise": True}},
                          {"computed": 0, "images": 1, "seconds": 0, "img_per_s": None, "cpu_s": 0}, None,
