@@ -162,7 +162,19 @@ class HashingMethod(abc.ABC):
     family: ClassVar[str] = ""
     reference_code: ClassVar[tuple[str, ...]] = ()
 
+    # The hook a method trains by, exactly one of the two (declared here, defined by the method or a shared
+    # base of method_parts; :meth:`__init__` refuses a class without the one its ``closed_form`` needs):
+    # training_step(outputs, batch) -> named loss terms of one batch, whose sum is minimised (gradient-trained
+    # methods); fit(features, labels) -> named statistics to log, after setting the head (bound by
+    # :meth:`bind_model`) from the training split's frozen features (n, d) and labels (n, classes) or None.
+    training_step: Callable[[torch.Tensor, Batch], dict[str, torch.Tensor]]
+    fit: Callable[[torch.Tensor, torch.Tensor | None], dict[str, float]]
+
     def __init__(self, code_length: int, hparams: dict[str, Any], device: torch.device) -> None:
+        hook = "fit" if self.closed_form else "training_step"
+        if not callable(getattr(type(self), hook, None)):
+            kind = "a closed-form method (closed_form = True)" if self.closed_form else "trained by gradients"
+            raise TypeError(f"method {self.name or type(self).__name__!r} is {kind} but defines no {hook}")
         self.code_length = code_length
         self.hparams = {name: hparams.get(name, spec.default) for name, spec in self.hyperparameters.items()}
         self.device = device
@@ -199,11 +211,6 @@ class HashingMethod(abc.ABC):
         before :meth:`training_step` (a single process: its own batch; under torchrun: every rank's part,
         in rank order). Memory-based methods write their memory here so it stays the same on every rank."""
 
-    def training_step(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        """Named loss terms for one batch; their sum is minimised (every method trained by gradients
-        defines it; closed-form methods define :meth:`fit` instead)."""
-        raise NotImplementedError(f"{self.name} defines no training_step")
-
     def on_epoch_end(self, epoch: int) -> None:
         """Called after each epoch's last step (alternating schemes update codes here)."""
 
@@ -217,11 +224,6 @@ class HashingMethod(abc.ABC):
         backpropagates and steps its optimisers itself. Returns named values to log (not minimised by the
         main optimiser); default: nothing."""
         return {}
-
-    def fit(self, features: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
-        """Closed-form methods: fit the head (bound by :meth:`bind_model`) on the training split's frozen
-        features (n, d) (and labels (n, classes) for supervised methods); returns named statistics to log."""
-        raise NotImplementedError(f"{self.name} is not a closed-form method")
 
     def database_codes(self, splits: Any, encode: Callable[[Any], torch.Tensor]) -> torch.Tensor | None:
         """±1 database codes when the method learns them directly (ADSH, DIHN), else None (the database

@@ -23,7 +23,9 @@ Readings:
 Hyper-parameters: α = 0.1 (DeepHash-pytorch's; FIRe's default 1), p = 2 (both). Seed recipe: DeepHash-pytorch
 (hashkit.method_parts.reference_recipes.deephash_pytorch_recipes) with batch 128, 150 epochs and its lr × 0.1
 every 50 epochs (``epoch_lr_decrease`` 50); on CIFAR-10 its resize-only transforms, on the other data sets its
-256 → 224 crops. CPU recipe: the shared one, not yet measured for DBDH.
+256 → 224 crops. CPU recipe: hashkit.recipes.REGULARISED_CPU, as the
+other catalogue II methods, on the ``bn`` head (hashkit.heads: W x, then batch-norm over the bits): centring the
+outputs keeps them from all leaving the clamp's range together (cells and the measurement: docs/results.md).
 """
 
 from __future__ import annotations
@@ -67,7 +69,9 @@ class DBDH(PairwiseMemoryMethod):
             batch_size=128, max_iter=150, lr_schedule="step", lr_step_size=50, lr_gamma=0.1, lr_interval="epoch",
             alpha=0.1, power=2,
         ),
-        "cpu": dict(REGULARISED_CPU),  # the catalogue I recipe (hashkit.recipes; DSH 0.52 → 0.67 with it)
+        # The catalogue I recipe on the ``bn`` head: on the linear head the pooled features' common component
+        # drove every output beyond the clamp (one code for all items, no gradient back; docs/results.md note 12).
+        "cpu": {**REGULARISED_CPU, "hash_head": "bn"},
     }
     # supports_distributed: True (PairwiseMemoryMethod) — a batch mean against a memory written in observe.
 

@@ -32,7 +32,8 @@ Readings:
 Hyper-parameters (DeepHash-pytorch's): m = 3 (``--margin``), μ = 0.1, ν = 1 (``--nu``, its ``vul``),
 ν_q = 1 (``--center-quantization``, its ``nta``), η = 0.5. Seed recipe: DeepHash-pytorch
 (hashkit.method_parts.reference_recipes.deephash_pytorch_recipes) with batch 64 and 150 epochs; on CIFAR-10 its
-resize-only transforms, on the other data sets its 256 → 224 crops. CPU recipe: the shared one, not yet measured for DFH.
+resize-only transforms, on the other data sets its 256 → 224 crops. CPU recipe: hashkit.recipes.REGULARISED_CPU, as the
+other catalogue II methods (cells: docs/results.md).
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ Readings:
 Hyper-parameters: α = 0.05 (DeepHash-pytorch's), m = 2·bits (``--margin-per-bit`` 2). Seed recipe: DeepHash-pytorch
 (hashkit.method_parts.reference_recipes.deephash_pytorch_recipes) but Adam lr 1e-5 (betas 0.9, 0.999, no weight
 decay), batch 64, 250 epochs; on CIFAR-10 its resize-only transforms, on the other data sets its 256 → 224
-crops. CPU recipe: the shared one, not yet measured for DSHSD.
+crops. CPU recipe: hashkit.recipes.REGULARISED_CPU, as the
+other catalogue II methods (cells: docs/results.md).
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ Readings:
 
 Seed recipe: DeepHash-pytorch (hashkit.method_parts.reference_recipes.deephash_pytorch_recipes) with batch 128
 and 150 epochs; on CIFAR-10 its resize-only
-transforms, on the other data sets its 256 → 224 crops. CPU recipe: the shared one, not yet measured for DTSH.
+transforms, on the other data sets its 256 → 224 crops. CPU recipe: hashkit.recipes.REGULARISED_CPU, as the
+other catalogue II methods (cells: docs/results.md).
 """
 
 from __future__ import annotations

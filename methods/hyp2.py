@@ -29,8 +29,8 @@ Readings:
 Hyper-parameters: β = 0.5 (``--beta``). Seed recipe (config.py, retrieval.py, the ``alexnet`` backbone — its
 default ``googlenet``, Inception-v3 at 448 px, is not a hashkit backbone): AlexNet with torchvision's dropout,
 SGD momentum 0.9, weight decay 5e-4, lr 0.01, StepLR × 0.5 every 10 epochs, 100 epochs, batch 100,
-Resize((224, 224)) + flip / Resize((224, 224)) on every data set. CPU recipe: the shared one, not yet measured for
-HyP².
+Resize((224, 224)) + flip / Resize((224, 224)) on every data set. CPU recipe: hashkit.recipes.REGULARISED_CPU, as the
+other catalogue II methods (cells: docs/results.md).
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ Readings:
 Hyper-parameters (DeepHash-pytorch's ``get_config``): α = 0.5, γ = 0.1 for ``idhn`` (``ISDH.py`` runs
 γ = 10: ``--variant isdh --gamma 10``), λ = 0.1. Seed recipe: DeepHash-pytorch
 (hashkit.method_parts.reference_recipes.deephash_pytorch_recipes) with batch 128 and 150 epochs; on CIFAR-10 its
-resize-only transforms, on the other data sets its 256 → 224 crops. CPU recipe: the shared one, not yet
-measured for IDHN.
+resize-only transforms, on the other data sets its 256 → 224 crops. CPU recipe: hashkit.recipes.REGULARISED_CPU, as the
+other catalogue II methods (cells: docs/results.md).
 """
 
 from __future__ import annotations

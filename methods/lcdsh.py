@@ -19,8 +19,8 @@ Readings:
 
 Hyper-parameters: λ = 3 (DeepHash-pytorch's ``lambda``). Seed recipe: DeepHash-pytorch
 (hashkit.method_parts.reference_recipes.deephash_pytorch_recipes) with batch 128 and 350 epochs; on CIFAR-10 its
-resize-only transforms, on the other data sets its 256 → 224 crops. CPU recipe: the shared one, not yet
-measured for LCDSH.
+resize-only transforms, on the other data sets its 256 → 224 crops. CPU recipe: hashkit.recipes.REGULARISED_CPU, as the
+other catalogue II methods (cells: docs/results.md).
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ from epoch 9 (``epoch_change``). Seed recipe: ResNet-50 with its hash layer N(0,
 (model/Net.py), RMSprop lr 1e-5 and weight decay 1e-5 on every parameter, batch 64, 1000 epochs (the reference
 stops early once its test mAP has not improved for 10 evaluations, every 3 epochs — hashkit has no early stop),
 Resize(256) + RandomCrop(224) + flip / Resize(256) + CenterCrop(224) on every data set (it trains no CIFAR-10).
-CPU recipe: the shared one, not yet measured for MDSH.
+CPU recipe: hashkit.recipes.REGULARISED_CPU, as the
+other catalogue II methods (cells: docs/results.md).
 """
 
 from __future__ import annotations

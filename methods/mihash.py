@@ -40,7 +40,8 @@ Readings:
 
 Seed recipe: FIRe's (hashkit.method_parts.reference_recipes.FIRE_SEED: AlexNet, Adam, 100 epochs, its transforms
 per data set; arch ``single``: a hash layer without bias) with ``nbins 16`` from configs/templates/mihash.yaml.
-CPU recipe: the shared one, not yet measured for MIHash.
+CPU recipe: hashkit.recipes.REGULARISED_CPU, as the
+other catalogue II methods (cells: docs/results.md).
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ Readings:
 Hyper-parameters: α = 0.01 (DeepHash-pytorch's get_config; the authors' demo 0.01, their function's default 0.001),
 ``--objective clamped``. Seed recipe: DeepHash-pytorch (hashkit.method_parts.reference_recipes
 .deephash_pytorch_recipes) with batch 64 and 150 epochs; on CIFAR-10 its resize-only transforms, on the other data
-sets its 256 → 224 crops. CPU recipe: the shared one, not yet measured for QSMIH.
+sets its 256 → 224 crops. CPU recipe: hashkit.recipes.REGULARISED_CPU, as the
+other catalogue II methods (cells: docs/results.md).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from hashkit.errors import HashkitError
+from hashkit.heads import build_head
 from hashkit.method import Batch, TrainingData
 from hashkit.methods.dbdh import DBDH
 from hashkit.methods.dsdh import DSDH
@@ -246,6 +247,53 @@ def test_dbdh_loss_is_deephash_pytorchs(multi_label: bool, power: int) -> None:
 
     assert_close(value, grad, *value_and_grad(f, u_second))
     assert (u_second.abs() > 1).any() and (grad[u_second.abs() > 1] == 0).all()
+
+
+def train_dbdh_head(head_name: str, offset: float, n: int = 600, d: int = 64, bits: int = 16, classes: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    """A hash head alone on fixed clustered features (ReLU'd, like pooled CNN features, plus ``offset`` on every
+    dimension), trained by DBDH's hooks with Adam (lr 2e-3, batch 60, 8 epochs, as the CPU recipe's head step).
+    Returns the head's eval-mode outputs on the training features and their classes."""
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    classes_of = torch.arange(n) % classes
+    centres = torch.randn(classes, d, generator=generator)
+    features = torch.relu(centres[classes_of] + torch.randn(n, d, generator=generator)) + offset
+    labels = torch.nn.functional.one_hot(classes_of, classes).float()
+    head = build_head(head_name, d, bits)
+    method = DBDH(bits, {}, CPU)
+    method.setup(TrainingData(num_items=n, labels=labels))
+    optimiser = torch.optim.Adam(head.parameters(), lr=2e-3)
+    for _ in range(8):
+        for index in torch.randperm(n, generator=generator).split(60):
+            u = head(features[index])
+            method.observe(u.detach(), index)
+            loss = sum(method.training_step(u, Batch(inputs=features[index], labels=labels[index], index=index)).values())
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    head.eval()
+    with torch.no_grad():
+        return head(features), classes_of
+
+
+def test_dbdh_on_features_with_a_common_offset_falls_into_one_code_beyond_its_clamp() -> None:
+    """Why DBDH's CIFAR-10 cell on the linear head was 0.29 (docs/results.md, note 12): features that share a
+    large common component move every item's outputs together, and DBDH's clamp to [−1, 1] passes no gradient
+    beyond ±1, so once every output lies beyond it (all items on one code) nothing moves them back — the
+    likelihood is then (1 − p_similar) × bits / 2 for good. Centring the outputs over the batch (the ``bn``
+    head, DBDH's CPU recipe) removes the common component. Fails if the clamp were dropped from the
+    relaxation (no absorbing state) or if the ``bn`` head stopped centring."""
+    collapsed, _ = train_dbdh_head("linear", offset=3.0)
+    assert len({tuple(row) for row in torch.sign(collapsed).tolist()}) == 1
+    assert (collapsed.abs() > 1).all()  # every output beyond the clamp: a zero gradient everywhere
+    without_offset, _ = train_dbdh_head("linear", offset=0.0)
+    assert len({tuple(row) for row in torch.sign(without_offset).tolist()}) > 6
+    centred, classes_of = train_dbdh_head("bn", offset=3.0)
+    codes = torch.sign(centred)
+    same_code = (codes @ codes.t() == codes.shape[1])
+    other_class = classes_of[:, None] != classes_of[None, :]
+    assert same_code[other_class].float().mean() < 0.05  # classes apart
+    assert (codes.mean(dim=0).abs() < 0.7).all()  # no bit constant over the items
 
 
 def test_dbdh_unknown_power_is_one_line() -> None:

@@ -47,7 +47,10 @@ def test_cpu_recipe_flag_is_an_alias() -> None:
         resolve_config({"method": "hashnet", "recipe": "gpu"})
 
 
-REGULARISED_METHODS = ("jmlh", "csq", "dpn", "orthocos", "orthoarc", "greedyhash", "sdhc", "ce")
+REGULARISED_METHODS = (
+    "jmlh", "csq", "dpn", "orthocos", "orthoarc", "greedyhash", "sdhc", "ce",  # catalogue I
+    "dhn", "dsh", "dsdh", "dch", "dtsh", "dfh", "idhn", "mihash", "qsmih", "dbdh", "hyp2", "lcdsh", "dshsd", "mdsh",
+)
 
 
 @pytest.mark.parametrize("method", REGULARISED_METHODS)
@@ -63,6 +66,14 @@ def test_catalogue_cpu_recipe_is_the_regularised_one_unless_the_user_says(method
     resnet = resolve_config({"method": method, "recipe": "cpu", "arch": "resnet50"})
     assert (resnet["freeze_depthwise"], resnet["drop_path"], resnet["hash_dropout"]) == (False, 0.0, 0.6)
     assert resolve_config({"method": method, "recipe": "cpu", "arch": "lite0"})["drop_path"] == 0.4  # an alias
+
+
+def test_dbdh_cpu_recipe_centres_its_outputs() -> None:
+    """DBDH's CPU recipe adds the bn head (0.2933 → 0.6227 at 32 bits; docs/results.md note 12); its seed keeps
+    the reference's linear layer, and --hash-head wins over the recipe."""
+    assert resolve_config({"method": "dbdh", "recipe": "cpu"})["hash_head"] == "bn"
+    assert resolve_config({"method": "dbdh", "recipe": "seed"})["hash_head"] != "bn"
+    assert resolve_config({"method": "dbdh", "recipe": "cpu", "hash_head": "linear"})["hash_head"] == "linear"
 
 
 def test_methods_outside_the_regularised_recipe_keep_the_shared_one() -> None:

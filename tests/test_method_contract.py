@@ -174,6 +174,30 @@ def test_capabilities_that_torchrun_cannot_share_are_refused_by_name(registered)
             monkey_supported.supports_distributed = saved
 
 
+def test_a_method_without_the_hook_it_trains_by_is_refused_when_built() -> None:
+    """A gradient-trained method must define training_step and a closed-form one fit; a class with neither is
+    refused when it is built, naming the class and the missing hook (not at its first step, minutes later)."""
+    from hashkit.method import HashingMethod
+
+    class NoStep(HashingMethod):
+        name = "no_step"
+
+    class NoFit(HashingMethod):
+        name = "no_fit"
+        closed_form = True
+
+        def training_step(self, outputs: torch.Tensor, batch) -> dict[str, torch.Tensor]:
+            return {"loss": outputs.sum()}
+
+    with pytest.raises(TypeError, match="'no_step' is trained by gradients but defines no training_step"):
+        NoStep(8, {}, torch.device("cpu"))
+    with pytest.raises(TypeError, match="'no_fit' is a closed-form method .* defines no fit"):
+        NoFit(8, {}, torch.device("cpu"))
+    for name in METHODS.names():  # every registered method has the hook its closed_form needs
+        cls = METHODS.get(name)
+        assert callable(getattr(cls, "fit" if cls.closed_form else "training_step", None)), name
+
+
 @pytest.mark.parametrize("method", ["dpsh", "csq", "orthocos", "jmlh"])
 def test_a_hash_activation_the_loss_cannot_use_is_refused_naming_the_method(method: str, capsys) -> None:
     argv = ["train", "--method", method, "--hash-activation", "tanh", "--dry-run", "--json"]
