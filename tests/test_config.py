@@ -49,7 +49,7 @@ def test_cpu_recipe_flag_is_an_alias() -> None:
 
 REGULARISED_METHODS = (
     "jmlh", "csq", "dpn", "orthocos", "orthoarc", "greedyhash", "sdhc", "ce",  # catalogue I
-    "dhn", "dsh", "dsdh", "dch", "dtsh", "dfh", "idhn", "mihash", "qsmih", "dbdh", "hyp2", "lcdsh", "dshsd", "mdsh",
+    "dhn", "dsh", "dsdh", "dch", "dtsh", "dfh", "idhn", "mihash", "qsmih", "hyp2", "lcdsh", "dshsd", "mdsh",  # DBDH: below
 )
 
 
@@ -69,11 +69,21 @@ def test_catalogue_cpu_recipe_is_the_regularised_one_unless_the_user_says(method
 
 
 def test_dbdh_cpu_recipe_centres_its_outputs() -> None:
-    """DBDH's CPU recipe adds the bn head (0.2933 → 0.6227 at 32 bits; docs/results.md note 12); its seed keeps
-    the reference's linear layer, and --hash-head wins over the recipe."""
-    assert resolve_config({"method": "dbdh", "recipe": "cpu"})["hash_head"] == "bn"
+    """DBDH's CPU recipe adds the bn head and drops the feature dropout (0.2933 → 0.7359 at 32 bits;
+    docs/results.md note 12); its seed keeps the reference's linear layer, and --hash-head wins over the recipe."""
+    config = resolve_config({"method": "dbdh", "recipe": "cpu"})
+    assert (config["hash_head"], config["hash_dropout"], config["drop_path"]) == ("bn", 0.0, 0.4)
     assert resolve_config({"method": "dbdh", "recipe": "seed"})["hash_head"] != "bn"
     assert resolve_config({"method": "dbdh", "recipe": "cpu", "hash_head": "linear"})["hash_head"] == "linear"
+
+
+def test_mihash_cpu_recipe_is_the_hash_layer_on_frozen_features_at_the_authors_batch() -> None:
+    """MIHash merges classes when the top blocks are fine-tuned (docs/results.md note 12): its CPU recipe trains the
+    hash layer alone on the pooled features, in fcakir/deep-mihash's batch of 256 (get_opts.m)."""
+    config = resolve_config({"method": "mihash", "recipe": "cpu"})
+    assert (config["freeze_backbone"], config["batch_size"]) == (True, 256)
+    assert config.get("train_from") is None and not config.get("encode_flip")  # left out under --freeze-backbone
+    assert resolve_config({"method": "mihash", "recipe": "cpu", "batch_size": 64})["batch_size"] == 64
 
 
 def test_methods_outside_the_regularised_recipe_keep_the_shared_one() -> None:
