@@ -73,7 +73,7 @@ class DBDH(PairwiseMemoryMethod):
         ),
         # The catalogue I recipe on the ``bn`` head and without feature dropout: on the linear head the pooled
         # features' common component drove every output beyond the clamp (one code for all items, no gradient
-        # back); 0.2933 → 0.6227 with the bn head → 0.7359 without the dropout (docs/results.md note 12).
+        # back), and the dropout's rescaling pushes outputs past it (measured: docs/results.md note 12).
         "cpu": {**REGULARISED_CPU, "hash_head": "bn", "hash_dropout": 0.0},
     }
     # supports_distributed: True (PairwiseMemoryMethod) — a batch mean against a memory written in observe.

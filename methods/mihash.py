@@ -115,8 +115,8 @@ class MIHash(HashingMethod):
         # mihash.yaml: nbins 16.
         "seed": {**FIRE_SEED, **FIRE_HEAD_WITHOUT_BIAS, "bins": 16},
         "seed@cifar10": dict(FIRE_SEED_CIFAR10),
-        # The catalogue I recipe on frozen pooled features with the authors' batch (get_opts.m): 0.5048 at 32 bits,
-        # against 0.2978 fine-tuned and 0.4157 fine-tuned at the authors' lrmult 0.01 (docs/results.md note 12).
+        # The catalogue I recipe on frozen pooled features with the authors' batch (get_opts.m): fine-tuned, even at
+        # the authors' lrmult 0.01, it scored lower (docs/results.md note 12).
         "cpu": {**REGULARISED_CPU, "freeze_backbone": True, "batch_size": 256},
     }
     supports_distributed = False  # the histograms are estimated from each process's part of the batch

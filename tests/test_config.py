@@ -69,8 +69,8 @@ def test_catalogue_cpu_recipe_is_the_regularised_one_unless_the_user_says(method
 
 
 def test_dbdh_cpu_recipe_centres_its_outputs() -> None:
-    """DBDH's CPU recipe adds the bn head and drops the feature dropout (0.2933 → 0.7359 at 32 bits;
-    docs/results.md note 12); its seed keeps the reference's linear layer, and --hash-head wins over the recipe."""
+    """DBDH's CPU recipe adds the bn head and drops the feature dropout (docs/results.md note 12); its seed keeps
+    the reference's linear layer, and --hash-head wins over the recipe."""
     config = resolve_config({"method": "dbdh", "recipe": "cpu"})
     assert (config["hash_head"], config["hash_dropout"], config["drop_path"]) == ("bn", 0.0, 0.4)
     assert resolve_config({"method": "dbdh", "recipe": "seed"})["hash_head"] != "bn"
