@@ -277,10 +277,10 @@ def train_dbdh_head(head_name: str, offset: float, n: int = 600, d: int = 64, bi
 
 
 def test_dbdh_on_features_with_a_common_offset_falls_into_one_code_beyond_its_clamp() -> None:
-    """Why DBDH's CIFAR-10 cell on the linear head was far below the others (docs/results.md, note 12): features that share a
-    large common component move every item's outputs together, and DBDH's clamp to [−1, 1] passes no gradient
-    beyond ±1, so once every output lies beyond it (all items on one code) nothing moves them back — the
-    likelihood is then (1 − p_similar) × bits / 2 for good. Centring the outputs over the batch (the ``bn``
+    """Why DBDH's CIFAR-10 cell on the linear head was far below the others (docs/results.md, note 12):
+    features that share a large common component move every item's outputs together, and DBDH's clamp to
+    [−1, 1] passes no gradient beyond ±1, so once every output lies beyond it (all items on one code) nothing
+    moves them back — the likelihood is then (1 − p_similar) × bits / 2 for good. Centring the outputs over the batch (the ``bn``
     head, DBDH's CPU recipe) removes the common component. Fails if the clamp were dropped from the
     relaxation (no absorbing state) or if the ``bn`` head stopped centring."""
     collapsed, _ = train_dbdh_head("linear", offset=3.0)
