@@ -147,21 +147,29 @@ def _payload_offset(header_length: int) -> int:
 
 
 class FeatureStore:
-    """The rows of one cache folder, loaded once per process; ``ensure`` computes what is missing."""
+    """The rows of one cache folder, loaded once per process and topped up with the shards other processes
+    (runs side by side in a sweep) wrote since, before anything is computed; ``ensure`` computes what is missing."""
 
     def __init__(self, folder: Path, key: CacheKey) -> None:
         self.folder = Path(folder)
         self.key = key
         self._shards: list[np.ndarray] = []
         self._where: dict[str, tuple[int, int]] = {}  # item key -> (shard, row)
+        self._seen: set[str] = set()  # shard file names already read (or written) by this process
         self._loaded = False
 
     def _load(self) -> None:
         if self._loaded:
             return
         self._loaded = True
+        self._load_new_shards()
+
+    def _load_new_shards(self) -> None:
+        """Read the folder's shards this process has not read yet (all of them on the first call)."""
         for path in sorted(self.folder.glob(f"shard-*{SHARD_SUFFIX}")):
-            self._load_shard(path)
+            if path.name not in self._seen:
+                self._seen.add(path.name)
+                self._load_shard(path)
 
     def _load_shard(self, path: Path) -> None:
         try:
@@ -183,8 +191,11 @@ class FeatureStore:
         return len(self._where)
 
     def missing(self, keys: Sequence[str]) -> list[int]:
-        """Positions of ``keys`` that have no cached row (first occurrence of each distinct key)."""
+        """Positions of ``keys`` that have no cached row (first occurrence of each distinct key). Rows missing
+        from what this process has read are looked for in shards written since by other processes first."""
         self._load()
+        if any(item not in self._where for item in keys):
+            self._load_new_shards()
         seen: set[str] = set()
         out = []
         for position, item in enumerate(keys):
@@ -198,6 +209,7 @@ class FeatureStore:
         self._load()
         path = self.folder / f"shard-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}{SHARD_SUFFIX}"
         write_shard(path, self.key, ids, rows)
+        self._seen.add(path.name)
         index = len(self._shards)
         self._shards.append(np.ascontiguousarray(rows, dtype=np.float16))
         for row, item in enumerate(ids):

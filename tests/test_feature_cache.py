@@ -176,6 +176,23 @@ def test_second_run_reads_the_cache_and_computes_only_new_images(pretrained_stat
     assert third.computed == 0 and len(third.store) == 12
 
 
+def test_a_run_reads_the_rows_a_run_beside_it_cached_since_instead_of_computing_them(pretrained_state, tmp_path) -> None:
+    """Two runs of a sweep side by side: the one that reaches the database later finds the rows the other
+    cached after it started (its store had read the folder before they existed) and computes none of them."""
+    images = pixel_images(10)
+    early = pipeline(make_model(pretrained_state), 12, tmp_path)
+    early.encode(images.subset(range(2)))  # reads the folder now, when it holds 2 images
+    assert early.computed == 2
+    beside = pipeline(make_model(pretrained_state, bits=48, seed=3), 12, tmp_path)
+    beside.encode(images)  # the run beside it caches all 10
+    assert beside.computed == 8
+    calls = count_prefix_runs(early.model)
+    rows = early.activations(images)
+    assert early.computed == 2 and calls[0] == 0  # nothing computed again
+    assert torch.equal(rows, beside.activations(images))
+    assert len(list(early.store.folder.glob("shard-*"))) == 2
+
+
 def test_half_written_or_corrupt_shards_are_never_read(pretrained_state, tmp_path, monkeypatch) -> None:
     images = pixel_images(6)
     reference = pipeline(make_model(pretrained_state), 12, tmp_path / "ok").activations(images)
