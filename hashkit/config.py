@@ -68,6 +68,7 @@ COMMON_FLAGS: dict[str, Flag] = {
     "backbone_dropout": Flag(True, "keep the backbone's own dropout layers (AlexNet fc6/fc7, VGG16) active in training; --no-backbone-dropout keeps them in eval mode while training, as FIRe's AlexNet (models/backbone/alexnet.py)", bool),
     "hash_dropout": Flag(0.0, "feature dropout before the head, in training (EfficientNet's ImageNet classifier: 0.2); 0 = none", float),
     "drop_path": Flag(0.0, "stochastic depth of the backbone's residual blocks (EfficientNet-Lite: block i of 16 drops its residual branch with probability RATE × i/16 in training; EfficientNet's ImageNet training used 0.2); 0 = none", float),
+    "mixup": Flag(0.0, "mixup (Zhang et al. 2018) of training inputs — the images, or under --train-from the cached activations (manifold mixup at that stage) — and of their labels: each batch is mixed with a shuffled copy of itself by one λ ~ Beta(α, α); α here, 0 = off. Only for methods whose loss reads labels as class distributions (cross-entropy on the codes: jmlh, ce, ce_tanh, greedyhash, bihalf_sup)", float),
     "cached_views": Flag(0, "cache N cropped+flipped views per training image (--train-from); train on a random one of the N+1 (image-level augmentation)", int),
     "encode_flip": Flag(None, "encode each image as the mean of the network's outputs on its input and on the horizontal mirror of that input (the image; under --train-from the cached activations), then take the sign; default off, on under --recipe cpu", bool),
 }

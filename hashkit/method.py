@@ -151,6 +151,10 @@ class HashingMethod(abc.ABC):
     head: ClassVar[str] = "linear"
     # What the loss reads from the outputs u (see the module docstring): "none", "tanh", "sigmoid" or "own".
     relaxation: ClassVar[str] = "none"
+    # True when the loss reads batch.labels only as class distributions (a cross-entropy against labels / Σ labels),
+    # so that --mixup may hand it convex mixtures of label vectors; pairwise and center losses read labels as
+    # similarities or class indices, which mixtures do not define.
+    mixes_labels: ClassVar[bool] = False
     # The batch carries the backbone's features (Batch.features).
     needs_features: ClassVar[bool] = False
     # Augmented views of every item per step (outputs (b, views, bits) when > 1).

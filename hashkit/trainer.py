@@ -41,7 +41,7 @@ from hashkit.data.base import DatasetSplits
 from hashkit.distributed import SINGLE, DistContext
 from hashkit.errors import HashkitError
 from hashkit.evaluate import evaluate_codes
-from hashkit.method import HashingMethod
+from hashkit.method import Batch, HashingMethod
 from hashkit.model import HashModel, binarize
 from hashkit.pipeline import InputPipeline
 from hashkit.progress import progress
@@ -81,6 +81,7 @@ class Trainer:
         self.global_batch = int(pipeline.batch_size)  # --batch-size: the global batch under torchrun too
         self.train_set = getattr(splits, method.training_split)
         method.bind_model(model)
+        self.mixup_alpha = mixup_alpha(config, method)
         self.step_scheduler = schedule_steps_per_batch(config)  # else once per epoch
         # A closed-form method is fitted without optimiser or schedule (hashkit.method).
         self.optimizer: torch.optim.Optimizer | None = None
@@ -224,6 +225,8 @@ class Trainer:
                 if steps >= len(plan):
                     raise RuntimeError(f"{type(self.pipeline).__name__}.train_batches yielded more batches than planned")
                 chunk, sizes = plan[steps]
+                if self.mixup_alpha:
+                    mix_batch(batch, self.mixup_alpha)
                 if self.method.needs_features:
                     outputs, batch.features = pipeline.forward(batch.inputs, with_features=True, views=views)
                 else:
@@ -451,6 +454,32 @@ def _sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def mixup_alpha(config: dict[str, Any], method: HashingMethod) -> float:
+    """--mixup's α, checked: 0 (off) or > 0 for a method whose loss takes label distributions."""
+    alpha = float(config.get("mixup") or 0.0)
+    if alpha < 0 or not math.isfinite(alpha):
+        raise HashkitError(f"--mixup must be ≥ 0 (α of Beta(α, α); 0 = off, 0.2–1 usual), got {config.get('mixup')}")
+    if alpha and not method.mixes_labels:
+        raise HashkitError(
+            f"--mixup: --method {method.name} reads labels as pairwise similarities or class indices, which mixed "
+            "labels do not define; drop --mixup, or use a method whose loss is a cross-entropy on the codes "
+            "(jmlh, ce, ce_tanh, greedyhash, bihalf_sup)"
+        )
+    return alpha
+
+
+def mix_batch(batch: Batch, alpha: float) -> None:
+    """Mixup in place (Zhang et al. 2018, one λ a batch as in their code): inputs and labels become
+    λ·x + (1 − λ)·x[π], λ ~ Beta(α, α) and π a permutation of the batch, both drawn from torch's global
+    generator (reseeded every epoch, so a run and its resume mix alike). Views (b, v, …) mix along b.
+    Why not torchvision.transforms.v2.MixUp: it takes integer class indices, and labels here are multi-hot
+    vectors (multi-label data: the mixture of the two label vectors, which the loss normalises to sum 1)."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(batch.inputs.shape[0], device=batch.inputs.device)
+    batch.inputs = lam * batch.inputs + (1.0 - lam) * batch.inputs[perm]
+    batch.labels = lam * batch.labels + (1.0 - lam) * batch.labels[perm]
 
 
 def format_map(value: float | None) -> str:

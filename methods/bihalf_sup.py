@@ -30,6 +30,7 @@ class BiHalfSupervised(CodeClassifierMethod):
     family = "classifier"
     reference_code = ('CISiPLab/cisip-FIRe',)
     relaxation = "own"
+    mixes_labels = True  # its loss is a cross-entropy against labels / Σ labels (--mixup)
     paper = "Li, van Gemert. Deep Unsupervised Image Hashing by Maximizing Bit Entropy (Bi-half). AAAI 2021 (supervised variant)"
     hyperparameters = {"gamma": Hyper(6.0, "γ of the bi-half layer's backward pass γ/(N·K)·(u − b) (paper eq. 9, arXiv v1)")}
     # cpu: 4 cached views in the shared 32 epochs (0.7561 at 32 bits, seed 0), not hashkit.recipes.REGULARISED_CPU

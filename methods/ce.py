@@ -28,6 +28,7 @@ class CE(CodeClassifierMethod):
     family = "classifier"
     reference_code = ('CISiPLab/cisip-FIRe',)
     relaxation = "own"
+    mixes_labels = True  # its loss is a cross-entropy against labels / Σ labels (--mixup)
     paper = "cross-entropy baseline: a linear classifier on the raw hash outputs (CISiPLab's FIRe 'ce')"
     hyperparameters = {}
     # seed: FIRe's (arch "ce": a hash layer without bias). cpu: the recipe of the methods it baselines

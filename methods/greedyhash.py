@@ -31,6 +31,7 @@ class GreedyHash(CodeClassifierMethod):
     family = "classifier"
     reference_code = ('swuxyj/DeepHash-pytorch',)
     relaxation = "own"
+    mixes_labels = True  # its loss is a cross-entropy against labels / Σ labels (--mixup)
     paper = "Su, Zhang, Chen, Tian, Dai. Greedy Hash: Towards Fast Optimization for Accurate Hash Coding in CNN. NeurIPS 2018"
     hyperparameters = {"alpha": Hyper(0.1, "weight α of the penalty | |u| − 1 |³ (CIFAR-10 0.1, ImageNet 1)")}
     classifier_bias = False

@@ -40,6 +40,7 @@ class JMLH(CodeClassifierMethod):
     family = "classifier"
     reference_code = ('CISiPLab/cisip-FIRe',)
     relaxation = "sigmoid"
+    mixes_labels = True  # its loss is a cross-entropy against labels / Σ labels (--mixup)
     paper = "Shen, Liu, Chen, Shao, Ling. Embarrassingly Simple Binary Representation Learning. ICCV Workshops 2019"
     hyperparameters = {"lamda": Hyper(0.1, "weight λ of the KL prior term KL(Bern(σ(u)) ‖ Bern(½))")}
     # seed: FIRe's, with its N(0, 0.01²) hash layer with a bias (models/architectures/arch_jmlh.py; FIRe leaves the

@@ -179,6 +179,7 @@ FEATURES = {
     "feature dropout": ("--hash-dropout", "0.6"),
     "fixed depthwise weights": ("--freeze-depthwise",),
     "flips": ("--cached-flip",),
+    "mixup": ("--mixup", "0.4"),
 }
 
 

@@ -67,3 +67,48 @@ def test_out_of_range_rates_are_refused(options) -> None:
         lite(**options)
     with pytest.raises(HashkitError, match="--drop-path must be in"):
         set_drop_path(lite().backbone, 1.0)
+
+
+def test_mixup_mixes_inputs_and_labels_by_one_lambda_and_a_permutation() -> None:
+    """With label i = the i-th unit vector, mixed labels are the mixing matrix M = λI + (1 − λ)P itself, so
+    the mixed inputs must be M @ x: one λ for the batch, a permutation P, inputs and labels mixed alike."""
+    from hashkit.method import Batch
+    from hashkit.trainer import mix_batch
+
+    rows = 8
+    inputs = torch.randn(rows, 2, 3, 3)  # (b, views, …): views mix along the batch dimension only
+    torch.manual_seed(0)
+    batch = Batch(inputs=inputs.clone(), labels=torch.eye(rows), index=torch.arange(rows))
+    mix_batch(batch, 0.4)
+    mixing = batch.labels
+    lam = float(mixing.diagonal().min())
+    assert 0.0 < lam < 1.0 and torch.allclose(mixing.sum(dim=1), torch.ones(rows))
+    partner = (mixing - lam * torch.eye(rows)).argmax(dim=1)
+    assert sorted(partner.tolist()) == list(range(rows))  # a permutation
+    expected = lam * torch.eye(rows) + (1 - lam) * torch.eye(rows)[partner]
+    assert torch.allclose(mixing, expected, atol=1e-6)
+    assert torch.allclose(batch.inputs, torch.einsum("ij,j...->i...", mixing, inputs), atol=1e-5)
+    torch.manual_seed(0)  # the draws come from torch's global generator, which the Trainer seeds each epoch
+    again = Batch(inputs=inputs.clone(), labels=torch.eye(rows), index=torch.arange(rows))
+    mix_batch(again, 0.4)
+    assert torch.equal(again.inputs, batch.inputs) and torch.equal(again.labels, batch.labels)
+
+
+def test_mixups_lambda_follows_beta_alpha_alpha() -> None:
+    """α small: λ mostly near 0 or 1 (little mixing); α = 1: uniform; the mean is ½ either way."""
+    from hashkit.method import Batch
+    from hashkit.trainer import mix_batch
+
+    def lambdas(alpha: float, draws: int = 2000) -> torch.Tensor:
+        torch.manual_seed(3)
+        values = []
+        for _ in range(draws):  # λ = the smallest diagonal entry (the rows π moves; all but 1 in 8! draws)
+            batch = Batch(inputs=torch.zeros(8, 1), labels=torch.eye(8), index=torch.arange(8))
+            mix_batch(batch, alpha)
+            values.append(float(batch.labels.diagonal().min()))
+        return torch.tensor(values)
+
+    small, uniform = lambdas(0.2), lambdas(1.0)
+    edge = lambda v: float(((v < 0.1) | (v > 0.9)).float().mean())  # noqa: E731
+    assert abs(float(small.mean()) - 0.5) < 0.05 and abs(float(uniform.mean()) - 0.5) < 0.05
+    assert edge(small) > 0.5 and abs(edge(uniform) - 0.2) < 0.04
