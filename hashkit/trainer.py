@@ -462,10 +462,12 @@ def mixup_alpha(config: dict[str, Any], method: HashingMethod) -> float:
     if alpha < 0 or not math.isfinite(alpha):
         raise HashkitError(f"--mixup must be ≥ 0 (α of Beta(α, α); 0 = off, 0.2–1 usual), got {config.get('mixup')}")
     if alpha and not method.mixes_labels:
+        from hashkit.registry import METHODS  # here: the registry imports the methods, which import this package
+
+        takers = ", ".join(name for name in METHODS.names() if METHODS.get(name).mixes_labels)
         raise HashkitError(
             f"--mixup: --method {method.name} reads labels as pairwise similarities or class indices, which mixed "
-            "labels do not define; drop --mixup, or use a method whose loss is a cross-entropy on the codes "
-            "(jmlh, ce, ce_tanh, greedyhash, bihalf_sup)"
+            f"labels do not define; drop --mixup, or use a method whose loss is a cross-entropy on the codes ({takers})"
         )
     return alpha
 

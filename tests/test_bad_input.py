@@ -209,7 +209,7 @@ def test_flag_and_folder_mistakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         (["--mixup", "-1"], "--mixup must be ≥ 0 (α of Beta(α, α); 0 = off, 0.2–1 usual), got -1.0"),
         (["--mixup", "0.2"], "--mixup: --method dpsh reads labels as pairwise similarities or class indices, which mixed "
          "labels do not define; drop --mixup, or use a method whose loss is a cross-entropy on the codes "
-         "(jmlh, ce, ce_tanh, greedyhash, bihalf_sup)"),
+         "(bihalf_sup, ce, ce_tanh, greedyhash, jmlh)"),
     ]
     for i, (extra, expected) in enumerate(early + later):
         out = tmp_path / f"o{i}"
