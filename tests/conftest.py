@@ -9,6 +9,13 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
+# Where the machine sets PYTHONDONTWRITEBYTECODE (these CI VMs do), Python never caches bytecode, and every CLI or
+# torchrun subprocess of the suite recompiled torch, torchvision and sympy from source: `import torchvision`
+# took 9-10 s instead of 3.5, and the suite 19 min instead of 9 on one host. The suite's processes may cache it
+# (in the venv's and the repo's __pycache__ folders, which git ignores); the first one pays, the rest read it.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_TAR = REPO.parent / "shared" / "data" / "cifar10-jpg.tar"
 

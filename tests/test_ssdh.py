@@ -377,7 +377,11 @@ def test_augmented_features_are_seeded_draws_of_the_training_transform(monkeypat
 # 16 bits, 2 epochs, α = β = 1 (the tiny set's thresholds). sha256 of the packed codes of query + database, mAP.
 # Keyed by torch's CPU capability, as tests/test_pinned_codes.py (float kernels round differently across CPU
 # classes), and recorded with one torch thread, which the test sets (the torch_threads fixture).
-PINNED_CPU = {"AVX2": ("d467313b6006f8d535fca4efacedc80bcea3f9585262f1c972619eaed2edd8f8", 0.7997325594833828)}
+# AVX512: recorded the same way on 2026-12-07 (f7ec103's tree on an AVX-512 host); the same codes as AVX2.
+PINNED_CPU = {
+    "AVX2": ("d467313b6006f8d535fca4efacedc80bcea3f9585262f1c972619eaed2edd8f8", 0.7997325594833828),
+    "AVX512": ("d467313b6006f8d535fca4efacedc80bcea3f9585262f1c972619eaed2edd8f8", 0.7997325594833828),
+}
 
 
 def test_cpu_recipe_codes_do_not_move(tmp_path, monkeypatch: pytest.MonkeyPatch, torch_threads: int) -> None:
