@@ -69,6 +69,7 @@ COMMON_FLAGS: dict[str, Flag] = {
     "hash_dropout": Flag(0.0, "feature dropout before the head, in training (EfficientNet's ImageNet classifier: 0.2); 0 = none", float),
     "drop_path": Flag(0.0, "stochastic depth of the backbone's residual blocks (EfficientNet-Lite: block i of 16 drops its residual branch with probability RATE × i/16 in training; EfficientNet's ImageNet training used 0.2); 0 = none", float),
     "mixup": Flag(0.0, "mixup (Zhang et al. 2018) of training inputs — the images, or under --train-from the cached activations (manifold mixup at that stage) — and of their labels: each batch is mixed with a shuffled copy of itself by one λ ~ Beta(α, α); α here, 0 = off. Only for methods whose loss reads labels as class distributions (a cross-entropy on the codes; any other method refuses it in one line that names those that take it)", float),
+    "ema": Flag(0.0, "keep a moving average of the weights (decay a step, e.g. 0.998; 0 off); the evaluation, the checkpoint and the codes use it, the training the raw weights", float),
     "cached_views": Flag(0, "cache N cropped+flipped views per training image (--train-from); train on a random one of the N+1 (image-level augmentation)", int),
     "encode_flip": Flag(None, "encode each image as the mean of the network's outputs on its input and on the horizontal mirror of that input (the image; under --train-from the cached activations), then take the sign; default off, on under --recipe cpu", bool),
 }

@@ -8,7 +8,7 @@ epoch). At its start the epoch order comes from a fresh generator seeded from (s
 other source of randomness is reseeded from (seed, epoch, rank): torch's global RNG (CPU and CUDA:
 dropout, image flips with ``--num-workers 0``), Python's ``random`` and NumPy's global RNG, and the
 generator the DataLoader derives its workers' seeds from. The checkpoint written after every epoch holds
-all other state (network, optimizer, scheduler, the method's memories, history), so ``--resume`` from
+all other state (network, optimizer, scheduler, the method's memories, history, the --ema average), so ``--resume`` from
 epoch k replays epochs k+1… exactly: a CPU run is bit-identical to an uninterrupted one. No RNG state
 needs saving. (CUDA kernels may be non-deterministic, so GPU resumes match only approximately.)
 
@@ -32,6 +32,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from loguru import logger
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from hashkit import distributed
 from hashkit.atomic import atomic_write_json
@@ -82,6 +83,7 @@ class Trainer:
         self.train_set = getattr(splits, method.training_split)
         method.bind_model(model)
         self.mixup_alpha = mixup_alpha(config, method)
+        self.ema = build_ema(model, config, method)  # None unless --ema
         self.step_scheduler = schedule_steps_per_batch(config)  # else once per epoch
         # A closed-form method is fitted without optimiser or schedule (hashkit.method).
         self.optimizer: torch.optim.Optimizer | None = None
@@ -245,6 +247,8 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 (total if weight == 1.0 else total * weight).backward()
                 self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
                 if self.step_scheduler:
                     self.scheduler.step()
                 if self.own_optimizers:
@@ -340,12 +344,32 @@ class Trainer:
 
     def evaluate(self) -> dict[str, Any]:
         """Encode query (and database unless the method learned its codes) and compute the metrics."""
-        metrics, timings = evaluate_run(self.pipeline, self.method, self.splits, self.config, self.device)
+        with self._averaged_weights():
+            metrics, timings = evaluate_run(self.pipeline, self.method, self.splits, self.config, self.device)
         self.timings["encode_s"] += timings["encode_s"]
         self.timings["eval_s"] += timings["eval_s"]
         return metrics
 
+    @contextlib.contextmanager
+    def _averaged_weights(self) -> Iterator[None]:
+        """With --ema, the network holds the averaged weights (and batch-norm statistics) inside the block and
+        its training weights again after it, bit for bit; without, nothing changes."""
+        if self.ema is None:
+            yield
+            return
+        training = {name: value.clone() for name, value in self.model.state_dict().items()}
+        self.model.load_state_dict(self.ema.module.state_dict())
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(training)
+
     def _save(self, epochs_done: int) -> None:
+        # With --ema, "model" is the average (what evaluate, encode and serve use) and the training weights and
+        # the average's step count travel beside it for --resume.
+        ema_state = {}
+        if self.ema is not None:
+            ema_state = {"ema_training_model": self.model.state_dict(), "ema_steps": int(self.ema.n_averaged)}
         save_checkpoint(
             self.checkpoint_path,
             {
@@ -354,7 +378,8 @@ class Trainer:
                 "arch": self.config["arch"],
                 "code_length": int(self.config["code_length"]),
                 "config": self.config,
-                "model": self.model.state_dict(),
+                "model": self.model.state_dict() if self.ema is None else self.ema.module.state_dict(),
+                **ema_state,
                 "method_state": self.method.state_dict(),
                 "method_module": None if self.method.module is None else self.method.module.state_dict(),
                 "method_own_modules": None if self.method.own_modules is None else self.method.own_modules.state_dict(),
@@ -372,7 +397,12 @@ class Trainer:
 
     def load_training_state(self, checkpoint: dict[str, Any]) -> None:
         """Continue from ``checkpoint`` (model, method, optimizer, scheduler, epoch, history)."""
-        self.model.load_state_dict(checkpoint["model"])
+        if self.ema is None:
+            self.model.load_state_dict(checkpoint["model"])
+        else:  # a run with --ema (resume refuses a changed --ema, so the checkpoint has both)
+            self.model.load_state_dict(checkpoint["ema_training_model"])
+            self.ema.module.load_state_dict(checkpoint["model"])
+            self.ema.n_averaged.fill_(int(checkpoint["ema_steps"]))
         self.method.load_state_dict(checkpoint["method_state"])
         if self.method.module is not None:
             self.method.module.load_state_dict(checkpoint["method_module"])
@@ -470,6 +500,19 @@ def mixup_alpha(config: dict[str, Any], method: HashingMethod) -> float:
             f"labels do not define; drop --mixup, or use a method whose loss is a cross-entropy on the codes ({takers})"
         )
     return alpha
+
+
+def build_ema(model: HashModel, config: dict[str, Any], method: HashingMethod) -> AveragedModel | None:
+    """--ema's exponential moving average of the network's weights and batch-norm statistics, updated after
+    every optimiser step (torch.optim.swa_utils: the first step copies, then e ← d·e + (1 − d)·w); None when off."""
+    decay = float(config.get("ema") or 0.0)
+    if not decay:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise HashkitError(f"--ema must be a decay in (0, 1) a step, e.g. 0.998, or 0 (off), got {config.get('ema')}")
+    if method.closed_form:
+        raise HashkitError(f"--ema: --method {method.name} is fitted in closed form, with no steps to average; drop --ema")
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def mix_batch(batch: Batch, alpha: float) -> None:

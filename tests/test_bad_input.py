@@ -206,6 +206,7 @@ def test_flag_and_folder_mistakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         (["--arch", "alexnet", "--drop-path", "0.2"], "--drop-path: backbone alexnet has no blocks with stochastic depth; drop the flag"),
         (["--drop-path", "-0.1"], "--drop-path must be in [0, 1) (EfficientNet trained with 0.2), got -0.1"),
         (["--hash-dropout", "1"], "--hash-dropout must be in [0, 1) (EfficientNet's classifier uses 0.2), got 1.0"),
+        (["--ema", "1.5"], "--ema must be a decay in (0, 1) a step, e.g. 0.998, or 0 (off), got 1.5"),
         (["--mixup", "-1"], "--mixup must be ≥ 0 (α of Beta(α, α); 0 = off, 0.2–1 usual), got -1.0"),
         (["--mixup", "0.2"], "--mixup: --method dpsh reads labels as pairwise similarities or class indices, which mixed "
          "labels do not define; drop --mixup, or use a method whose loss is a cross-entropy on the codes "

@@ -180,6 +180,7 @@ FEATURES = {
     "fixed depthwise weights": ("--freeze-depthwise",),
     "flips": ("--cached-flip",),
     "mixup": ("--mixup", "0.4"),
+    "weight average": ("--ema", "0.9"),
 }
 
 
