@@ -367,9 +367,9 @@ class Trainer:
     def _save(self, epochs_done: int) -> None:
         # With --ema, "model" is the average (what evaluate, encode and serve use) and the training weights and
         # the average's step count travel beside it for --resume.
-        ema_state = {}
-        if self.ema is not None:
-            ema_state = {"ema_training_model": self.model.state_dict(), "ema_steps": int(self.ema.n_averaged)}
+        ema_state = {} if self.ema is None else {
+            "ema_training_model": self.model.state_dict(), "ema_steps": int(self.ema.n_averaged)
+        }
         save_checkpoint(
             self.checkpoint_path,
             {

@@ -35,8 +35,8 @@ def losses(u: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
 def main() -> None:
     codes = torch.sign(torch.randn(CLASSES, BITS, generator=torch.Generator().manual_seed(0)))
     for size in (64, 256):
-        ideal = losses(*batch(codes, size, 0))
-        labels = batch(codes, size, 0)[1]
+        u, labels = batch(codes, size, 0)
+        ideal = losses(u, labels)
         blind = losses(SCALE * codes[0].expand(size, BITS).clone(), labels)
         for pairs in (1, 5):
             merged = losses(*batch(codes, size, pairs))
